@@ -1,0 +1,78 @@
+//! Assembles the service: store, RPC module and listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
+use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::rpc::{self, middleware::ObjectParams};
+use crate::store::Store;
+
+/// A bound, running server. Tests build it on port 0 and read [`Application::local_addr`].
+pub struct Application {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    store: Store,
+}
+
+impl Application {
+    /// Opens the store (applying the schema), binds the listener and starts serving.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = Store::open(&config.store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("opening the database at {:?}", config.store.location))?;
+        let cx = Arc::new(rpc::Context {
+            store: store.clone(),
+            policy: config.policy.clone(),
+            clock: clock.clone(),
+            started_at: clock.now(),
+        });
+        let module = rpc::module(cx).context("registering methods")?;
+        let server_config = ServerConfig::builder()
+            .max_request_body_size(config.max_message_bytes)
+            .max_response_body_size(config.max_message_bytes)
+            .max_connections(config.max_connections)
+            .build();
+        let server = Server::builder()
+            .set_config(server_config)
+            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(ObjectParams::new))
+            .build(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = server.local_addr().context("reading the bound address")?;
+        let handle = server.start(module);
+        tracing::info!(%addr, storage = store.kind(), "authstore listening");
+        Ok(Self { addr, handle, store })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store the server uses.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish and
+    /// returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            () = self.handle.clone().stopped() => {}
+        }
+        // Ignore "already stopped": either way the server is done accepting.
+        let _ = self.handle.stop();
+        self.handle.stopped().await;
+        drop(self.store);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! Command line and environment: every flag has an `AUTHSTORE_*` twin.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::{Lifetime, Policy};
+use crate::store::{Location, StoreConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "authstore", version, about = "Durable OAuth 2.1 / MCP authorization state over JSON-RPC")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve JSON-RPC over WebSocket and HTTP.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AUTHSTORE_LISTEN", default_value = "127.0.0.1:8750")]
+    pub listen: SocketAddr,
+
+    /// Database: surrealkv://PATH (embedded, fsync per commit), mem:// or ws://HOST:PORT.
+    #[arg(long, env = "AUTHSTORE_DB", default_value = "surrealkv://./data/authstore")]
+    pub db: String,
+
+    /// SurrealDB namespace.
+    #[arg(long, env = "AUTHSTORE_DB_NAMESPACE", default_value = "authstore")]
+    pub db_namespace: String,
+
+    /// SurrealDB database.
+    #[arg(long, env = "AUTHSTORE_DB_DATABASE", default_value = "authstore")]
+    pub db_database: String,
+
+    /// Root user for a remote SurrealDB server.
+    #[arg(long, env = "AUTHSTORE_DB_USER")]
+    pub db_user: Option<String>,
+
+    /// Password for --db-user.
+    #[arg(long, env = "AUTHSTORE_DB_PASS", hide_env_values = true)]
+    pub db_pass: Option<String>,
+
+    /// Default lifetime of a pending session, in seconds.
+    #[arg(long, env = "AUTHSTORE_SESSION_TTL_SECS", default_value_t = 600)]
+    pub session_ttl_secs: u64,
+
+    /// Default lifetime of an authorization code, in seconds (at most 600).
+    #[arg(long, env = "AUTHSTORE_CODE_TTL_SECS", default_value_t = 60)]
+    pub code_ttl_secs: u64,
+
+    /// Default lifetime of a refresh token, in seconds.
+    #[arg(long, env = "AUTHSTORE_TOKEN_TTL_SECS", default_value_t = 30 * 86_400)]
+    pub token_ttl_secs: u64,
+
+    /// Seconds during which a rotated refresh token may be presented again without revoking
+    /// its family. 0 is strict.
+    #[arg(long, env = "AUTHSTORE_ROTATION_GRACE_SECS", default_value_t = 0)]
+    pub rotation_grace_secs: u64,
+
+    /// Accept PKCE `plain` challenges (S256 only by default).
+    #[arg(long, env = "AUTHSTORE_ALLOW_PLAIN_PKCE")]
+    pub allow_plain_pkce: bool,
+
+    /// Largest request or response, in bytes.
+    #[arg(long, env = "AUTHSTORE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: u32,
+
+    /// Most simultaneous connections.
+    #[arg(long, env = "AUTHSTORE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: u32,
+
+    /// Log format.
+    #[arg(long, env = "AUTHSTORE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Everything `Application::build` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub policy: Policy,
+    pub max_message_bytes: u32,
+    pub max_connections: u32,
+}
+
+impl Config {
+    /// Defaults for tests and embedding: port 0 on loopback, in-memory storage.
+    pub fn ephemeral() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreConfig {
+                location: Location::Memory,
+                namespace: "authstore".into(),
+                database: "authstore".into(),
+                username: None,
+                password: None,
+            },
+            policy: Policy::default(),
+            max_message_bytes: 1024 * 1024,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl TryFrom<&ServeArgs> for Config {
+    type Error = String;
+
+    fn try_from(args: &ServeArgs) -> Result<Self, String> {
+        let location = Location::parse(&args.db)?;
+        let defaults = Policy::default();
+        let lifetime = |flag: &str, default_secs: u64, max: Lifetime| {
+            if default_secs == 0 || default_secs > max.max_secs {
+                Err(format!("--{flag} must be between 1 and {}", max.max_secs))
+            } else {
+                Ok(Lifetime { default_secs, max_secs: max.max_secs })
+            }
+        };
+        Ok(Config {
+            listen: args.listen,
+            store: StoreConfig {
+                location,
+                namespace: args.db_namespace.clone(),
+                database: args.db_database.clone(),
+                username: args.db_user.clone(),
+                password: args.db_pass.clone(),
+            },
+            policy: Policy {
+                session: lifetime("session-ttl-secs", args.session_ttl_secs, defaults.session)?,
+                code: lifetime("code-ttl-secs", args.code_ttl_secs, defaults.code)?,
+                token: lifetime("token-ttl-secs", args.token_ttl_secs, defaults.token)?,
+                rotation_grace_secs: args.rotation_grace_secs,
+                allow_plain_pkce: args.allow_plain_pkce,
+                document_max_age_secs: defaults.document_max_age_secs,
+            },
+            max_message_bytes: args.max_message_bytes,
+            max_connections: args.max_connections,
+        })
+    }
+}

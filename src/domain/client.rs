@@ -1,0 +1,214 @@
+//! Client registration rules (RFC 7591, and MCP client ID metadata documents).
+
+use url::Url;
+
+use super::validate;
+use crate::error::{Error, Result};
+use crate::types::ClientMetadata;
+
+/// How a client proves who it is at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    /// Whether this method needs a shared secret.
+    pub fn is_confidential(self) -> bool {
+        matches!(self, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
+    }
+}
+
+/// Where a client's metadata came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `client.register` (RFC 7591 dynamic registration).
+    Registered,
+    /// `client.cache_document` (a client ID metadata document fetched by the portal).
+    Document,
+}
+
+/// Metadata that passed every rule, with RFC 7591 defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidMetadata {
+    pub metadata: ClientMetadata,
+    pub auth_method: AuthMethod,
+}
+
+/// Validates metadata for a client of the given origin, filling in defaults.
+pub fn metadata(mut meta: ClientMetadata, origin: Origin) -> Result<ValidMetadata> {
+    if meta.redirect_uris.is_empty() {
+        return Err(Error::invalid("redirect_uris", "at least one redirect URI is required"));
+    }
+    validate::list_len("redirect_uris", &meta.redirect_uris)?;
+    for uri in &meta.redirect_uris {
+        validate::redirect_uri("redirect_uris", uri)?;
+    }
+
+    let default_method = match origin {
+        // RFC 7591 §2: the default is client_secret_basic.
+        Origin::Registered => "client_secret_basic",
+        // A document can never carry a shared secret.
+        Origin::Document => "none",
+    };
+    let method = meta.token_endpoint_auth_method.as_deref().unwrap_or(default_method);
+    let auth_method = match (origin, method) {
+        (_, "none") => AuthMethod::None,
+        (Origin::Registered, "client_secret_basic") => AuthMethod::ClientSecretBasic,
+        (Origin::Registered, "client_secret_post") => AuthMethod::ClientSecretPost,
+        (Origin::Document, "private_key_jwt") => AuthMethod::PrivateKeyJwt,
+        (Origin::Registered, _) => {
+            return Err(Error::invalid(
+                "token_endpoint_auth_method",
+                "must be none, client_secret_basic or client_secret_post",
+            ));
+        }
+        (Origin::Document, _) => {
+            return Err(Error::invalid(
+                "token_endpoint_auth_method",
+                "a metadata document must use none or private_key_jwt",
+            ));
+        }
+    };
+    meta.token_endpoint_auth_method = Some(auth_method.as_str().to_string());
+
+    let grant_types = meta.grant_types.get_or_insert_with(|| vec!["authorization_code".into()]);
+    validate::list_len("grant_types", grant_types)?;
+    if let Some(bad) = grant_types.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
+        return Err(Error::invalid("grant_types", format!("unsupported grant type {bad:?}")));
+    }
+    let has_code_grant = grant_types.iter().any(|g| g == "authorization_code");
+    let response_types = meta.response_types.get_or_insert_with(|| vec!["code".into()]);
+    validate::list_len("response_types", response_types)?;
+    if let Some(bad) = response_types.iter().find(|r| r.as_str() != "code") {
+        return Err(Error::invalid("response_types", format!("unsupported response type {bad:?}")));
+    }
+    let has_code_response = response_types.iter().any(|r| r == "code");
+    // RFC 7591 §2.1: grant_types and response_types must agree.
+    if has_code_response != has_code_grant {
+        return Err(Error::invalid(
+            "grant_types",
+            "authorization_code and response type code must be registered together",
+        ));
+    }
+
+    for (field, value) in [
+        ("client_uri", &meta.client_uri),
+        ("logo_uri", &meta.logo_uri),
+        ("tos_uri", &meta.tos_uri),
+        ("policy_uri", &meta.policy_uri),
+        ("jwks_uri", &meta.jwks_uri),
+    ] {
+        if let Some(value) = value {
+            validate::web_url(field, value)?;
+        }
+    }
+    for (field, value) in [
+        ("client_name", &meta.client_name),
+        ("software_id", &meta.software_id),
+        ("software_version", &meta.software_version),
+    ] {
+        if let Some(value) = value {
+            validate::text(field, value)?;
+        }
+    }
+    if let Some(scope) = &meta.scope {
+        validate::scope("scope", scope)?;
+    }
+    if let Some(contacts) = &meta.contacts {
+        validate::list_len("contacts", contacts)?;
+        for contact in contacts {
+            validate::text("contacts", contact)?;
+        }
+    }
+    if let Some(jwks) = &meta.jwks {
+        validate::data("jwks", jwks)?;
+        if meta.jwks_uri.is_some() {
+            return Err(Error::invalid("jwks", "jwks and jwks_uri are mutually exclusive (RFC 7591 §2)"));
+        }
+    }
+    if auth_method == AuthMethod::PrivateKeyJwt && meta.jwks.is_none() && meta.jwks_uri.is_none() {
+        return Err(Error::invalid("jwks_uri", "private_key_jwt needs jwks or jwks_uri"));
+    }
+    Ok(ValidMetadata { metadata: meta, auth_method })
+}
+
+/// A client ID that is the URL of a metadata document: https, a path, no fragment, no dot
+/// segments (MCP client ID metadata documents).
+pub fn document_url(field: &str, value: &str) -> Result<Url> {
+    let url = validate::absolute_uri(field, value)?;
+    if url.scheme() != "https" || url.host().is_none() {
+        return Err(Error::invalid(field, "a metadata document client_id must be an https URL"));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        return Err(Error::invalid(field, "a metadata document client_id must have a path"));
+    }
+    if value.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err(Error::invalid(field, "must not contain dot path segments"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::invalid(field, "must not contain credentials"));
+    }
+    Ok(url)
+}
+
+/// A caller-supplied client secret: long enough to be one.
+pub fn client_secret(field: &str, value: &str) -> Result<()> {
+    if value.len() < 32 {
+        return Err(Error::invalid(field, "must be at least 32 characters"));
+    }
+    validate::text(field, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(uris: &[&str]) -> ClientMetadata {
+        ClientMetadata { redirect_uris: uris.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn registration_defaults_follow_rfc7591() {
+        let v = metadata(meta(&["https://a.example/cb"]), Origin::Registered).unwrap();
+        assert_eq!(v.auth_method, AuthMethod::ClientSecretBasic);
+        assert_eq!(v.metadata.grant_types.as_deref(), Some(&["authorization_code".to_string()][..]));
+        assert_eq!(v.metadata.response_types.as_deref(), Some(&["code".to_string()][..]));
+    }
+
+    #[test]
+    fn inconsistent_grant_and_response_types_are_refused() {
+        let mut m = meta(&["https://a.example/cb"]);
+        m.grant_types = Some(vec!["refresh_token".into()]);
+        let err = metadata(m, Origin::Registered).unwrap_err();
+        assert!(matches!(err, Error::InvalidParams { field, .. } if field == "grant_types"));
+    }
+
+    #[test]
+    fn documents_cannot_use_shared_secrets() {
+        let mut m = meta(&["https://a.example/cb"]);
+        m.token_endpoint_auth_method = Some("client_secret_basic".into());
+        assert!(metadata(m, Origin::Document).is_err());
+        assert_eq!(metadata(meta(&["https://a.example/cb"]), Origin::Document).unwrap().auth_method, AuthMethod::None);
+    }
+
+    #[test]
+    fn document_urls_need_https_and_a_path() {
+        assert!(document_url("client_id", "https://app.example/oauth/client.json").is_ok());
+        assert!(document_url("client_id", "https://app.example/").is_err());
+        assert!(document_url("client_id", "http://app.example/c.json").is_err());
+        assert!(document_url("client_id", "https://app.example/a/../c.json").is_err());
+    }
+}

@@ -1,0 +1,254 @@
+//! Authorization codes: what `code.issue` mints and what `code.consume` must check.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::session::optional_scope_resource_user;
+use super::{Policy, pkce, validate};
+use crate::error::{Error, InvalidGrant, Result};
+use crate::secret;
+use crate::types::{CodeConsume, CodeIssue, ConsumedCode, Session};
+
+/// A stored code, keyed by the digest of its value.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CodeRecord {
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub code_challenge_method: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub data: Option<String>,
+    pub session_id: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub consumed_at: Option<DateTime<Utc>>,
+}
+
+/// A validated `code.issue`, ready to store. `code` is the plaintext, returned once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCode {
+    pub code: String,
+    pub hash: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub code_challenge_method: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub data: Option<String>,
+    pub session_id: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Validates `code.issue`, filling omitted fields from the pending `session` when one is named.
+/// The session must already be known to be live.
+pub fn issue(p: CodeIssue, session: Option<&Session>, policy: &Policy, now: DateTime<Utc>) -> Result<NewCode> {
+    fn pick(given: Option<String>, from_session: Option<&Option<String>>) -> Option<String> {
+        given.or_else(|| from_session.cloned().flatten())
+    }
+    let client_id = p.client_id.or_else(|| session.map(|s| s.client_id.clone()));
+    let redirect_uri = p.redirect_uri.or_else(|| session.map(|s| s.redirect_uri.clone()));
+    let (code_challenge, code_challenge_method) = match p.code_challenge {
+        Some(challenge) => (Some(challenge), p.code_challenge_method),
+        None => (
+            session.and_then(|s| s.code_challenge.clone()),
+            p.code_challenge_method.or_else(|| session.and_then(|s| s.code_challenge_method.clone())),
+        ),
+    };
+    let user_id = pick(p.user_id, session.map(|s| &s.user_id));
+    let scope = pick(p.scope, session.map(|s| &s.scope));
+    let resource = pick(p.resource, session.map(|s| &s.resource));
+
+    let client_id = client_id.ok_or_else(|| Error::invalid("client_id", "required"))?;
+    validate::id("client_id", &client_id)?;
+    if let Some(s) = session {
+        if s.client_id != client_id {
+            return Err(Error::invalid("client_id", "differs from the session's client"));
+        }
+    }
+    let user_id = user_id.ok_or_else(|| Error::invalid("user_id", "required"))?;
+    let redirect_uri = redirect_uri.ok_or_else(|| Error::invalid("redirect_uri", "required"))?;
+    validate::redirect_uri("redirect_uri", &redirect_uri)?;
+    let code_challenge =
+        code_challenge.ok_or_else(|| Error::invalid("code_challenge", "required: PKCE is mandatory"))?;
+    pkce::challenge("code_challenge", &code_challenge)?;
+    let method =
+        pkce::Method::parse("code_challenge_method", code_challenge_method.as_deref(), policy.allow_plain_pkce)?;
+    optional_scope_resource_user(scope.as_deref(), resource.as_deref(), Some(&user_id))?;
+    let data = match (&p.data, session.and_then(|s| s.data.as_ref())) {
+        (Some(d), _) | (None, Some(d)) => Some(validate::data("data", d)?),
+        (None, None) => None,
+    };
+    let expires_at = policy.code.expires_at("ttl_secs", p.ttl_secs, now)?;
+    let code = secret::generate_secret();
+    Ok(NewCode {
+        hash: secret::digest(&code),
+        code,
+        grant_id: secret::generate_id(),
+        client_id,
+        user_id,
+        redirect_uri,
+        code_challenge,
+        code_challenge_method: method.as_str().to_string(),
+        scope,
+        resource,
+        data,
+        session_id: session.map(|s| s.id.clone()),
+        expires_at,
+    })
+}
+
+/// Syntax checks on `code.consume` params, before anything is looked up.
+pub fn consume_params(p: &CodeConsume) -> Result<()> {
+    if p.code.is_empty() || p.code.len() > validate::MAX_URI_LEN {
+        return Err(Error::invalid("code", "must be a code issued by code.issue"));
+    }
+    validate::id("client_id", &p.client_id)?;
+    validate::absolute_uri("redirect_uri", &p.redirect_uri)?;
+    pkce::verifier("code_verifier", &p.code_verifier)?;
+    if let Some(resource) = &p.resource {
+        validate::resource("resource", resource)?;
+    }
+    Ok(())
+}
+
+/// What a consume attempt does to a stored code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Consume {
+    /// The code was already used: refuse, and revoke everything minted from its grant.
+    Replay,
+    /// The attempt fails and the code is burned.
+    Burn(InvalidGrant),
+    /// The attempt succeeds and the code is burned.
+    Redeem,
+}
+
+/// Decides a consume attempt against a stored code (RFC 6749 §4.1.3, RFC 7636 §4.6,
+/// RFC 8707 §2.2). Order matters: replay first, so a leaked code used after expiry still
+/// revokes its grant.
+pub fn consume(code: &CodeRecord, p: &CodeConsume, now: DateTime<Utc>) -> Consume {
+    if code.consumed_at.is_some() {
+        return Consume::Replay;
+    }
+    if code.expires_at <= now {
+        return Consume::Burn(InvalidGrant::Expired);
+    }
+    if code.client_id != p.client_id {
+        return Consume::Burn(InvalidGrant::ClientMismatch);
+    }
+    if code.redirect_uri != p.redirect_uri {
+        return Consume::Burn(InvalidGrant::RedirectUriMismatch);
+    }
+    if let Some(resource) = &p.resource {
+        if code.resource.as_deref() != Some(resource.as_str()) {
+            return Consume::Burn(InvalidGrant::ResourceMismatch);
+        }
+    }
+    let method = match code.code_challenge_method.as_str() {
+        "plain" => pkce::Method::Plain,
+        _ => pkce::Method::S256,
+    };
+    if !pkce::verify(method, &code.code_challenge, &p.code_verifier) {
+        return Consume::Burn(InvalidGrant::PkceMismatch);
+    }
+    Consume::Redeem
+}
+
+/// The success answer of `code.consume`.
+pub fn consumed(code: CodeRecord) -> ConsumedCode {
+    ConsumedCode {
+        grant_id: code.grant_id,
+        client_id: code.client_id,
+        user_id: code.user_id,
+        scope: code.scope,
+        resource: code.resource,
+        data: code.data.and_then(|d| serde_json::from_str::<Value>(&d).ok()),
+        redirect_uri: code.redirect_uri,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn record(now: DateTime<Utc>) -> CodeRecord {
+        CodeRecord {
+            grant_id: "g".into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            redirect_uri: "https://a.example/cb".into(),
+            code_challenge: CHALLENGE.into(),
+            code_challenge_method: "S256".into(),
+            scope: None,
+            resource: Some("https://mcp.example/".into()),
+            data: None,
+            session_id: None,
+            issued_at: now,
+            expires_at: now + Duration::seconds(60),
+            consumed_at: None,
+        }
+    }
+
+    fn attempt() -> CodeConsume {
+        CodeConsume {
+            code: "x".into(),
+            client_id: "c".into(),
+            redirect_uri: "https://a.example/cb".into(),
+            code_verifier: VERIFIER.into(),
+            resource: None,
+        }
+    }
+
+    #[test]
+    fn a_matching_attempt_redeems() {
+        let now = Utc::now();
+        assert_eq!(consume(&record(now), &attempt(), now), Consume::Redeem);
+    }
+
+    #[test]
+    fn every_binding_is_checked() {
+        let now = Utc::now();
+        let code = record(now);
+        let cases = [
+            (CodeConsume { client_id: "other".into(), ..attempt() }, InvalidGrant::ClientMismatch),
+            (
+                CodeConsume { redirect_uri: "https://a.example/x".into(), ..attempt() },
+                InvalidGrant::RedirectUriMismatch,
+            ),
+            (
+                CodeConsume { resource: Some("https://evil.example/".into()), ..attempt() },
+                InvalidGrant::ResourceMismatch,
+            ),
+            (CodeConsume { code_verifier: VERIFIER.replace('d', "e"), ..attempt() }, InvalidGrant::PkceMismatch),
+        ];
+        for (attempt, reason) in cases {
+            assert_eq!(consume(&code, &attempt, now), Consume::Burn(reason));
+        }
+    }
+
+    #[test]
+    fn expiry_is_checked_at_the_deadline() {
+        let now = Utc::now();
+        let code = record(now);
+        assert_eq!(consume(&code, &attempt(), now + Duration::seconds(60)), Consume::Burn(InvalidGrant::Expired));
+    }
+
+    #[test]
+    fn replay_wins_over_everything_else() {
+        let now = Utc::now();
+        let code = CodeRecord { consumed_at: Some(now), ..record(now) };
+        let late = now + Duration::seconds(3600);
+        assert_eq!(consume(&code, &CodeConsume { client_id: "x".into(), ..attempt() }, late), Consume::Replay);
+    }
+}

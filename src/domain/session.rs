@@ -1,0 +1,116 @@
+//! Pending authorization sessions: what `session.put` and `session.update` may store.
+
+use chrono::{DateTime, Utc};
+
+use super::{Policy, pkce, validate};
+use crate::error::{Error, NotFound, Result};
+use crate::secret;
+use crate::types::{Session, SessionPut, SessionUpdate};
+
+/// A validated `session.put`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    pub id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub user_id: Option<String>,
+    /// The caller's `data`, as JSON text.
+    pub data: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Validates `session.put` params; generates the id when absent.
+pub fn put(p: SessionPut, policy: &Policy, now: DateTime<Utc>) -> Result<NewSession> {
+    let id = match p.id {
+        Some(id) => {
+            validate::id("id", &id)?;
+            id
+        }
+        None => secret::generate_id(),
+    };
+    validate::id("client_id", &p.client_id)?;
+    validate::redirect_uri("redirect_uri", &p.redirect_uri)?;
+    if let Some(state) = &p.state {
+        validate::text("state", state)?;
+    }
+    let method = match &p.code_challenge {
+        Some(challenge) => {
+            pkce::challenge("code_challenge", challenge)?;
+            let method = pkce::Method::parse(
+                "code_challenge_method",
+                p.code_challenge_method.as_deref(),
+                policy.allow_plain_pkce,
+            )?;
+            Some(method.as_str().to_string())
+        }
+        None if p.code_challenge_method.is_some() => {
+            return Err(Error::invalid("code_challenge_method", "given without code_challenge"));
+        }
+        None => None,
+    };
+    optional_scope_resource_user(p.scope.as_deref(), p.resource.as_deref(), p.user_id.as_deref())?;
+    let data = p.data.as_ref().map(|d| validate::data("data", d)).transpose()?;
+    let expires_at = policy.session.expires_at("ttl_secs", p.ttl_secs, now)?;
+    Ok(NewSession {
+        id,
+        client_id: p.client_id,
+        redirect_uri: p.redirect_uri,
+        state: p.state,
+        code_challenge: p.code_challenge,
+        code_challenge_method: method,
+        scope: p.scope,
+        resource: p.resource,
+        user_id: p.user_id,
+        data,
+        expires_at,
+    })
+}
+
+/// A validated `session.update`: `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionChange {
+    pub id: String,
+    pub user_id: Option<String>,
+    pub scope: Option<String>,
+    pub data: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub fn update(p: SessionUpdate, policy: &Policy, now: DateTime<Utc>) -> Result<SessionChange> {
+    validate::id("id", &p.id)?;
+    optional_scope_resource_user(p.scope.as_deref(), None, p.user_id.as_deref())?;
+    let data = p.data.as_ref().map(|d| validate::data("data", d)).transpose()?;
+    let expires_at = p.ttl_secs.map(|ttl| policy.session.expires_at("ttl_secs", Some(ttl), now)).transpose()?;
+    Ok(SessionChange { id: p.id, user_id: p.user_id, scope: p.scope, data, expires_at })
+}
+
+/// A stored session is visible only until its deadline, whether or not it was purged yet.
+pub fn live(session: Option<Session>, now: DateTime<Utc>) -> Result<Session> {
+    match session {
+        None => Err(Error::NotFound(NotFound::Missing)),
+        Some(s) if s.expires_at <= now => Err(Error::NotFound(NotFound::Expired)),
+        Some(s) => Ok(s),
+    }
+}
+
+pub(super) fn optional_scope_resource_user(
+    scope: Option<&str>,
+    resource: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<()> {
+    if let Some(scope) = scope {
+        validate::scope("scope", scope)?;
+    }
+    if let Some(resource) = resource {
+        validate::resource("resource", resource)?;
+    }
+    if let Some(user_id) = user_id {
+        validate::user_id("user_id", user_id)?;
+    }
+    Ok(())
+}

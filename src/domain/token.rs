@@ -1,0 +1,381 @@
+//! Refresh token families: issue, rotation, reuse detection (RFC 9700 §4.14, RFC 6749 §6).
+//!
+//! A family is everything minted from one grant. It has at most one active token; rotating
+//! that token replaces it. Presenting a rotated token again is reuse: inside the grace window
+//! it mints a fresh successor and revokes the previous one, outside it revokes the family.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::session::optional_scope_resource_user;
+use super::{Policy, validate};
+use crate::error::{Error, InvalidGrant, NotFound, Result};
+use crate::secret;
+use crate::types::{TokenInfo, TokenIssue, TokenRevoke, TokenRotate};
+
+/// A token's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Rotated,
+    Revoked,
+}
+
+/// A stored refresh token, keyed by the digest of its value.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TokenRecord {
+    pub hash: String,
+    pub token_id: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub data: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub status: Status,
+    pub status_at: Option<DateTime<Utc>>,
+    /// For a rotated token, the digest of the token that replaced it.
+    pub successor: Option<String>,
+    pub rev: i64,
+}
+
+/// A grant's family record: the serialization point for every change to its tokens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FamilyRecord {
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Digest of the family's one active token.
+    pub active_token: Option<String>,
+    pub rev: i64,
+}
+
+/// A token about to be stored. `token` is the plaintext, returned once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewToken {
+    pub token: String,
+    pub hash: String,
+    pub token_id: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub data: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Validates `token.issue`.
+pub fn issue(p: TokenIssue, policy: &Policy, now: DateTime<Utc>) -> Result<NewToken> {
+    validate::id("client_id", &p.client_id)?;
+    validate::user_id("user_id", &p.user_id)?;
+    if let Some(grant_id) = &p.grant_id {
+        validate::id("grant_id", grant_id)?;
+    }
+    optional_scope_resource_user(p.scope.as_deref(), p.resource.as_deref(), None)?;
+    let data = p.data.as_ref().map(|d| validate::data("data", d)).transpose()?;
+    let token = match p.token {
+        Some(token) => {
+            if token.len() < 32 || token.len() > validate::MAX_URI_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::invalid("token", "must be 32 to 2048 visible ASCII characters"));
+            }
+            token
+        }
+        None => secret::generate_secret(),
+    };
+    Ok(NewToken {
+        hash: secret::digest(&token),
+        token,
+        token_id: secret::generate_id(),
+        grant_id: p.grant_id.unwrap_or_else(secret::generate_id),
+        client_id: p.client_id,
+        user_id: p.user_id,
+        scope: p.scope,
+        resource: p.resource,
+        data,
+        expires_at: policy.token.expires_at("ttl_secs", p.ttl_secs, now)?,
+    })
+}
+
+/// Whether a new token may join `family`.
+pub fn may_join(family: &FamilyRecord, client_id: &str, user_id: &str) -> Result<()> {
+    if family.revoked_at.is_some() {
+        return Err(Error::InvalidGrant(InvalidGrant::Revoked));
+    }
+    if family.client_id != client_id {
+        return Err(Error::InvalidGrant(InvalidGrant::ClientMismatch));
+    }
+    if family.user_id != user_id {
+        return Err(Error::invalid("user_id", "differs from the grant's user"));
+    }
+    Ok(())
+}
+
+/// A token is usable only while active and before its deadline.
+pub fn active(token: Option<TokenRecord>, now: DateTime<Utc>) -> Result<TokenRecord> {
+    let token = token.ok_or(Error::NotFound(NotFound::Missing))?;
+    match token.status {
+        Status::Revoked => Err(Error::InvalidGrant(InvalidGrant::Revoked)),
+        Status::Rotated => Err(Error::InvalidGrant(InvalidGrant::Rotated)),
+        Status::Active if token.expires_at <= now => Err(Error::InvalidGrant(InvalidGrant::Expired)),
+        Status::Active => Ok(token),
+    }
+}
+
+/// Syntax checks on `token.rotate` params.
+pub fn rotate_params(p: &TokenRotate) -> Result<()> {
+    token_value(&p.token)?;
+    validate::id("client_id", &p.client_id)?;
+    if let Some(scope) = &p.scope {
+        validate::scope("scope", scope)?;
+    }
+    Ok(())
+}
+
+/// A token value presented by a caller.
+pub fn token_value(token: &str) -> Result<()> {
+    if token.is_empty() || token.len() > validate::MAX_URI_LEN {
+        return Err(Error::invalid("token", "must be a refresh token"));
+    }
+    Ok(())
+}
+
+/// What presenting a token to `token.rotate` does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// Replace the active token with a successor.
+    Rotate { scope: Option<String>, expires_at: DateTime<Utc> },
+    /// A rotated token came back inside the grace window while its successor is still unused:
+    /// mint a fresh successor and revoke the previous one.
+    Reissue { scope: Option<String>, expires_at: DateTime<Utc>, revoke: String },
+    /// A rotated token came back outside the grace window: revoke the family.
+    ReuseDetected,
+    /// Refuse without changing anything.
+    Refuse(Error),
+}
+
+/// Decides a rotation attempt.
+pub fn rotation(
+    token: Option<&TokenRecord>,
+    family: Option<&FamilyRecord>,
+    p: &TokenRotate,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Rotation {
+    let Some(token) = token else { return Rotation::Refuse(Error::NotFound(NotFound::Missing)) };
+    if token.client_id != p.client_id {
+        return Rotation::Refuse(Error::InvalidGrant(InvalidGrant::ClientMismatch));
+    }
+    if token.expires_at <= now {
+        return Rotation::Refuse(Error::InvalidGrant(InvalidGrant::Expired));
+    }
+    let family_revoked = family.is_none_or(|f| f.revoked_at.is_some());
+    let scope = match &p.scope {
+        Some(requested) if !validate::scope_is_subset(requested, token.scope.as_deref()) => {
+            return Rotation::Refuse(Error::invalid("scope", "may narrow the granted scope, never widen it"));
+        }
+        Some(requested) => Some(requested.clone()),
+        None => token.scope.clone(),
+    };
+    let expires_at = match policy.token.expires_at("ttl_secs", p.ttl_secs, now) {
+        Ok(at) => at,
+        Err(e) => return Rotation::Refuse(e),
+    };
+    match token.status {
+        Status::Revoked => Rotation::Refuse(Error::InvalidGrant(InvalidGrant::Revoked)),
+        Status::Active if family_revoked => Rotation::Refuse(Error::InvalidGrant(InvalidGrant::Revoked)),
+        Status::Active => Rotation::Rotate { scope, expires_at },
+        Status::Rotated => {
+            let grace = Duration::seconds(i64::try_from(policy.rotation_grace_secs).unwrap_or(i64::MAX / 1000));
+            let in_grace = token.status_at.is_some_and(|at| now < at + grace);
+            let successor_unused = match (family, &token.successor) {
+                (Some(f), Some(successor)) => f.revoked_at.is_none() && f.active_token.as_ref() == Some(successor),
+                _ => false,
+            };
+            match (in_grace && successor_unused, &token.successor) {
+                (true, Some(successor)) => Rotation::Reissue { scope, expires_at, revoke: successor.clone() },
+                _ => Rotation::ReuseDetected,
+            }
+        }
+    }
+}
+
+/// Which tokens a `token.revoke` call names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeScope {
+    /// The family of the token with this digest.
+    Token(String),
+    Grant(String),
+    Client {
+        client_id: String,
+        user_id: Option<String>,
+    },
+    User(String),
+}
+
+/// Validates `token.revoke`: exactly one of the four shapes.
+pub fn revoke_scope(p: TokenRevoke) -> Result<RevokeScope> {
+    match p {
+        TokenRevoke { token: Some(token), grant_id: None, client_id: None, user_id: None } => {
+            token_value(&token)?;
+            Ok(RevokeScope::Token(secret::digest(&token)))
+        }
+        TokenRevoke { token: None, grant_id: Some(grant_id), client_id: None, user_id: None } => {
+            validate::id("grant_id", &grant_id)?;
+            Ok(RevokeScope::Grant(grant_id))
+        }
+        TokenRevoke { token: None, grant_id: None, client_id: Some(client_id), user_id } => {
+            validate::id("client_id", &client_id)?;
+            if let Some(user_id) = &user_id {
+                validate::user_id("user_id", user_id)?;
+            }
+            Ok(RevokeScope::Client { client_id, user_id })
+        }
+        TokenRevoke { token: None, grant_id: None, client_id: None, user_id: Some(user_id) } => {
+            validate::user_id("user_id", &user_id)?;
+            Ok(RevokeScope::User(user_id))
+        }
+        _ => {
+            Err(Error::invalid("token", "give exactly one of {token}, {grant_id}, {client_id, user_id?} or {user_id}"))
+        }
+    }
+}
+
+/// A token's public metadata.
+pub fn info(token: TokenRecord) -> TokenInfo {
+    TokenInfo {
+        token_id: token.token_id,
+        grant_id: token.grant_id,
+        client_id: token.client_id,
+        user_id: token.user_id,
+        scope: token.scope,
+        resource: token.resource,
+        data: token.data.and_then(|d| serde_json::from_str::<Value>(&d).ok()),
+        issued_at: token.issued_at,
+        expires_at: token.expires_at,
+        last_used_at: token.last_used_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(now: DateTime<Utc>, status: Status) -> TokenRecord {
+        TokenRecord {
+            hash: "h1".into(),
+            token_id: "t1".into(),
+            grant_id: "g".into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            scope: Some("read write".into()),
+            resource: None,
+            data: None,
+            issued_at: now,
+            expires_at: now + Duration::days(30),
+            last_used_at: None,
+            status,
+            status_at: (status != Status::Active).then_some(now),
+            successor: (status == Status::Rotated).then(|| "h2".to_string()),
+            rev: 1,
+        }
+    }
+
+    fn family(active: &str) -> FamilyRecord {
+        FamilyRecord {
+            grant_id: "g".into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            revoked_at: None,
+            active_token: Some(active.into()),
+            rev: 1,
+        }
+    }
+
+    fn req() -> TokenRotate {
+        TokenRotate { token: "x".into(), client_id: "c".into(), scope: None, ttl_secs: None }
+    }
+
+    #[test]
+    fn an_active_token_rotates_and_may_narrow_but_not_widen_scope() {
+        let now = Utc::now();
+        let policy = Policy::default();
+        let t = token(now, Status::Active);
+        let f = family("h1");
+        assert!(matches!(rotation(Some(&t), Some(&f), &req(), &policy, now), Rotation::Rotate { .. }));
+        let narrow = TokenRotate { scope: Some("read".into()), ..req() };
+        assert!(matches!(
+            rotation(Some(&t), Some(&f), &narrow, &policy, now),
+            Rotation::Rotate { scope: Some(s), .. } if s == "read"
+        ));
+        let wide = TokenRotate { scope: Some("admin".into()), ..req() };
+        assert!(matches!(
+            rotation(Some(&t), Some(&f), &wide, &policy, now),
+            Rotation::Refuse(Error::InvalidParams { .. })
+        ));
+    }
+
+    // RFC 9700 §4.14.2: reuse of a rotated refresh token revokes the family.
+    #[test]
+    fn reuse_in_strict_mode_is_detected_even_in_the_same_instant() {
+        let now = Utc::now();
+        let t = token(now, Status::Rotated);
+        assert_eq!(rotation(Some(&t), Some(&family("h2")), &req(), &Policy::default(), now), Rotation::ReuseDetected);
+    }
+
+    #[test]
+    fn reuse_inside_the_grace_window_reissues_only_while_the_successor_is_unused() {
+        let now = Utc::now();
+        let policy = Policy { rotation_grace_secs: 10, ..Policy::default() };
+        let t = token(now, Status::Rotated);
+        let later = now + Duration::seconds(5);
+        assert!(matches!(
+            rotation(Some(&t), Some(&family("h2")), &req(), &policy, later),
+            Rotation::Reissue { revoke, .. } if revoke == "h2"
+        ));
+        // The successor was itself rotated: the chain moved on, so this is reuse.
+        assert_eq!(rotation(Some(&t), Some(&family("h3")), &req(), &policy, later), Rotation::ReuseDetected);
+        // Past the window.
+        assert_eq!(
+            rotation(Some(&t), Some(&family("h2")), &req(), &policy, now + Duration::seconds(10)),
+            Rotation::ReuseDetected
+        );
+    }
+
+    #[test]
+    fn wrong_client_expired_and_revoked_tokens_are_refused_without_change() {
+        let now = Utc::now();
+        let policy = Policy::default();
+        let t = token(now, Status::Active);
+        let f = family("h1");
+        let other = TokenRotate { client_id: "other".into(), ..req() };
+        assert_eq!(
+            rotation(Some(&t), Some(&f), &other, &policy, now),
+            Rotation::Refuse(Error::InvalidGrant(InvalidGrant::ClientMismatch))
+        );
+        assert_eq!(
+            rotation(Some(&t), Some(&f), &req(), &policy, now + Duration::days(31)),
+            Rotation::Refuse(Error::InvalidGrant(InvalidGrant::Expired))
+        );
+        let revoked = token(now, Status::Revoked);
+        assert_eq!(
+            rotation(Some(&revoked), Some(&f), &req(), &policy, now),
+            Rotation::Refuse(Error::InvalidGrant(InvalidGrant::Revoked))
+        );
+    }
+
+    #[test]
+    fn revoke_takes_exactly_one_shape() {
+        assert!(revoke_scope(TokenRevoke::default()).is_err());
+        let both = TokenRevoke { token: Some("t".into()), grant_id: Some("g".into()), ..Default::default() };
+        assert!(revoke_scope(both).is_err());
+        let client_user = TokenRevoke { client_id: Some("c".into()), user_id: Some("u".into()), ..Default::default() };
+        assert!(matches!(revoke_scope(client_user), Ok(RevokeScope::Client { user_id: Some(_), .. })));
+    }
+}

@@ -1,0 +1,30 @@
+//! authstore keeps an OAuth 2.1 / MCP authorization portal's state safe: pending sessions,
+//! single-use PKCE codes, rotated refresh tokens and registered clients, served as JSON-RPC
+//! over WebSocket and stored in SurrealDB.
+//!
+//! # Layout
+//!
+//! Read in this order:
+//!
+//! - `types`: the contract's params and results (plain serde data).
+//! - `error`: what a failed call can be told, independent of transport.
+//! - `domain`: pure rules (validation, PKCE, consume and rotation decisions); time is a
+//!   parameter.
+//! - `store`: SurrealDB; the only place that writes SurrealQL. One transaction per change,
+//!   events in the same transaction.
+//! - `rpc`: the `#[rpc]` traits, their handlers and the single error mapping.
+//! - `app`: assembles store and server; `config`: flags and env; `telemetry`: logging.
+//! - `clock`, `secret`: time and secrets, each behind one small module.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod rpc;
+pub mod secret;
+pub mod store;
+pub mod telemetry;
+pub mod types;
+
+pub use app::Application;

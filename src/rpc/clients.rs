@@ -1,0 +1,132 @@
+//! Handlers for the `client.*` methods.
+
+use std::sync::Arc;
+
+use jsonrpsee::core::{RpcResult, async_trait};
+
+use super::api::ClientApiServer;
+use super::context::Context;
+use super::params::Params;
+use crate::domain::client::{self, Origin};
+use crate::domain::{cursor, validate};
+use crate::error::Error;
+use crate::secret;
+use crate::types::{
+    Authenticated, Client, ClientAuthenticate, ClientCacheDocument, ClientList, ClientMetadata, ClientRef,
+    ClientRegister, ClientUpdate, Deleted, Page,
+};
+
+pub struct ClientRpc {
+    pub(super) cx: Arc<Context>,
+}
+
+#[async_trait]
+impl ClientApiServer for ClientRpc {
+    /// Handler for `client.register`.
+    async fn register(&self, params: Params<ClientRegister>) -> RpcResult<Client> {
+        let p = params.into_inner()?;
+        let meta = client::metadata(p.metadata, Origin::Registered)?;
+        let client_id = match p.client_id {
+            Some(id) => {
+                validate::id("client_id", &id)?;
+                id
+            }
+            None => secret::generate_id(),
+        };
+        let secret = match (meta.auth_method.is_confidential(), p.client_secret) {
+            (true, Some(s)) => {
+                client::client_secret("client_secret", &s)?;
+                Some(s)
+            }
+            (true, None) => Some(secret::generate_secret()),
+            (false, Some(_)) => return Err(Error::invalid("client_secret", "a public client has no secret").into()),
+            (false, None) => None,
+        };
+        let now = self.cx.now();
+        self.cx.run(move |cx| async move { cx.store.client_register(client_id, meta, secret, now).await }).await
+    }
+
+    /// Handler for `client.get`.
+    async fn get(&self, params: Params<ClientRef>) -> RpcResult<Client> {
+        let p = params.into_inner()?;
+        client_id_syntax(&p.client_id)?;
+        let now = self.cx.now();
+        self.cx.run(move |cx| async move { cx.store.client_get(&p.client_id, now).await }).await
+    }
+
+    /// Handler for `client.list`.
+    async fn list(&self, params: Params<ClientList>) -> RpcResult<Page<Client>> {
+        let p = params.into_inner()?;
+        let limit = validate::limit(p.limit)?;
+        let after = p.cursor.as_deref().map(cursor::decode).transpose()?;
+        let now = self.cx.now();
+        let rows = self.cx.run(move |cx| async move { cx.store.client_list(after, limit, now).await }).await?;
+        let (items, next_cursor) = cursor::page(rows, limit, |c| &c.client_id);
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Handler for `client.update`.
+    async fn update(&self, params: Params<ClientUpdate>) -> RpcResult<Client> {
+        let p = params.into_inner()?;
+        client_id_syntax(&p.client_id)?;
+        let meta = client::metadata(p.metadata, Origin::Registered)?;
+        let rotate = p.rotate_secret.unwrap_or(false);
+        let now = self.cx.now();
+        self.cx.run(move |cx| async move { cx.store.client_update(&p.client_id, meta, rotate, now).await }).await
+    }
+
+    /// Handler for `client.authenticate`.
+    async fn authenticate(&self, params: Params<ClientAuthenticate>) -> RpcResult<Authenticated> {
+        let p = params.into_inner()?;
+        client_id_syntax(&p.client_id)?;
+        validate::text("client_secret", &p.client_secret)?;
+        let now = self.cx.now();
+        let client = self
+            .cx
+            .run(move |cx| async move { cx.store.client_authenticate(&p.client_id, &p.client_secret, now).await })
+            .await?;
+        Ok(Authenticated { authenticated: true, client })
+    }
+
+    /// Handler for `client.delete`.
+    async fn delete(&self, params: Params<ClientRef>) -> RpcResult<Deleted> {
+        let p = params.into_inner()?;
+        client_id_syntax(&p.client_id)?;
+        let now = self.cx.now();
+        let deleted = self.cx.run(move |cx| async move { cx.store.client_delete(&p.client_id, now).await }).await?;
+        Ok(Deleted { deleted })
+    }
+
+    /// Handler for `client.cache_document`.
+    async fn cache_document(&self, params: Params<ClientCacheDocument>) -> RpcResult<Client> {
+        let p = params.into_inner()?;
+        client::document_url("client_id", &p.client_id)?;
+        let document_id = p.document.get("client_id").and_then(|v| v.as_str());
+        if document_id != Some(p.client_id.as_str()) {
+            return Err(Error::invalid("document.client_id", "must equal the URL the document was fetched from").into());
+        }
+        let metadata: ClientMetadata = serde_path_to_error::deserialize(p.document)
+            .map_err(|e| Error::invalid(format!("document.{}", e.path()), e.into_inner().to_string()))?;
+        let meta = client::metadata(metadata, Origin::Document)?;
+        let max_age = match p.max_age_secs {
+            None => self.cx.policy.document_max_age_secs,
+            Some(0) => return Err(Error::invalid("max_age_secs", "must be at least 1").into()),
+            Some(n) if n > 366 * 86_400 => return Err(Error::invalid("max_age_secs", "must be at most a year").into()),
+            Some(n) => n,
+        };
+        let now = self.cx.now();
+        self.cx
+            .run(move |cx| async move { cx.store.client_cache_document(p.client_id, meta, max_age, now).await })
+            .await
+    }
+}
+
+/// A client id is either one we issued/accepted or a document URL; both fit the id limits
+/// except long URLs, which fit the URI limit.
+fn client_id_syntax(client_id: &str) -> Result<(), Error> {
+    if client_id.starts_with("https://") {
+        validate::absolute_uri("client_id", client_id).map(drop)
+    } else {
+        validate::id("client_id", client_id)
+    }
+}

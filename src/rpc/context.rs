@@ -1,0 +1,44 @@
+//! What every handler needs: the store, the rules, the clock.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use jsonrpsee::core::RpcResult;
+
+use crate::clock::Clock;
+use crate::domain::Policy;
+use crate::error::Error;
+use crate::store::{Store, StoreError};
+
+/// Shared by all handlers of one server.
+pub struct Context {
+    pub store: Store,
+    pub policy: Policy,
+    pub clock: Arc<dyn Clock>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Context {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Runs one operation to completion on its own task, so that a client hanging up
+    /// mid-call cannot cancel a state change halfway, and maps its error for the wire.
+    pub async fn run<T, F, Fut>(self: &Arc<Self>, operation: F) -> RpcResult<T>
+    where
+        F: FnOnce(Arc<Context>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = tokio::spawn(operation(self.clone()));
+        match task.await {
+            Ok(result) => result.map_err(|e| Error::from(e).into()),
+            Err(join) => {
+                tracing::error!(error = %join, "operation task failed");
+                Err(Error::Unavailable.into())
+            }
+        }
+    }
+}

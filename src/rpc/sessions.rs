@@ -1,0 +1,83 @@
+//! Handlers for the `session.*` methods.
+
+use std::sync::Arc;
+
+use jsonrpsee::core::{RpcResult, async_trait};
+
+use super::api::SessionApiServer;
+use super::context::Context;
+use super::params::Params;
+use crate::domain::{cursor, session, validate};
+use crate::store::SessionFilter;
+use crate::types::{Deleted, Page, Purged, Session, SessionList, SessionPurge, SessionPut, SessionRef, SessionUpdate};
+
+pub struct SessionRpc {
+    pub(super) cx: Arc<Context>,
+}
+
+#[async_trait]
+impl SessionApiServer for SessionRpc {
+    /// Handler for `session.put`.
+    async fn put(&self, params: Params<SessionPut>) -> RpcResult<Session> {
+        let now = self.cx.now();
+        let new = session::put(params.into_inner()?, &self.cx.policy, now)?;
+        self.cx.run(move |cx| async move { cx.store.session_put(new, now).await }).await
+    }
+
+    /// Handler for `session.get`.
+    async fn get(&self, params: Params<SessionRef>) -> RpcResult<Session> {
+        let p = params.into_inner()?;
+        validate::id("id", &p.id)?;
+        let now = self.cx.now();
+        let found = self.cx.run(move |cx| async move { cx.store.session_get(&p.id).await }).await?;
+        Ok(session::live(found, now)?)
+    }
+
+    /// Handler for `session.update`.
+    async fn update(&self, params: Params<SessionUpdate>) -> RpcResult<Session> {
+        let now = self.cx.now();
+        let change = session::update(params.into_inner()?, &self.cx.policy, now)?;
+        self.cx.run(move |cx| async move { cx.store.session_update(change, now).await }).await
+    }
+
+    /// Handler for `session.delete`.
+    async fn delete(&self, params: Params<SessionRef>) -> RpcResult<Deleted> {
+        let p = params.into_inner()?;
+        validate::id("id", &p.id)?;
+        let now = self.cx.now();
+        let deleted = self.cx.run(move |cx| async move { cx.store.session_delete(&p.id, now).await }).await?;
+        Ok(Deleted { deleted })
+    }
+
+    /// Handler for `session.list`.
+    async fn list(&self, params: Params<SessionList>) -> RpcResult<Page<Session>> {
+        let p = params.into_inner()?;
+        let filter = filter(p.client_id, p.user_id)?;
+        let limit = validate::limit(p.limit)?;
+        let after = p.cursor.as_deref().map(cursor::decode).transpose()?;
+        let now = self.cx.now();
+        let rows =
+            self.cx.run(move |cx| async move { cx.store.session_list(&filter, after, limit, now).await }).await?;
+        let (items, next_cursor) = cursor::page(rows, limit, |s| &s.id);
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Handler for `session.purge`.
+    async fn purge(&self, params: Params<SessionPurge>) -> RpcResult<Purged> {
+        let p = params.into_inner()?;
+        let filter = filter(p.client_id, p.user_id)?;
+        let now = self.cx.now();
+        let purged = self.cx.run(move |cx| async move { cx.store.session_purge(&filter, now).await }).await?;
+        Ok(Purged { purged })
+    }
+}
+
+fn filter(client_id: Option<String>, user_id: Option<String>) -> Result<SessionFilter, crate::error::Error> {
+    if let Some(client_id) = &client_id {
+        validate::id("client_id", client_id)?;
+    }
+    if let Some(user_id) = &user_id {
+        validate::user_id("user_id", user_id)?;
+    }
+    Ok(SessionFilter { client_id, user_id })
+}

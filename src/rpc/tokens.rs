@@ -1,0 +1,70 @@
+//! Handlers for the `token.*` methods.
+
+use std::sync::Arc;
+
+use jsonrpsee::core::{RpcResult, async_trait};
+
+use super::api::TokenApiServer;
+use super::context::Context;
+use super::params::Params;
+use crate::domain::{cursor, token, validate};
+use crate::store::TokenFilter;
+use crate::types::{IssuedToken, Page, Revoked, TokenInfo, TokenIssue, TokenList, TokenRef, TokenRevoke, TokenRotate};
+
+pub struct TokenRpc {
+    pub(super) cx: Arc<Context>,
+}
+
+#[async_trait]
+impl TokenApiServer for TokenRpc {
+    /// Handler for `token.issue`.
+    async fn issue(&self, params: Params<TokenIssue>) -> RpcResult<IssuedToken> {
+        let p = params.into_inner()?;
+        let now = self.cx.now();
+        self.cx.run(move |cx| async move { cx.store.token_issue(p, &cx.policy, now).await }).await
+    }
+
+    /// Handler for `token.get`.
+    async fn get(&self, params: Params<TokenRef>) -> RpcResult<TokenInfo> {
+        let p = params.into_inner()?;
+        token::token_value(&p.token)?;
+        let now = self.cx.now();
+        self.cx.run(move |cx| async move { cx.store.token_get(&p.token, now).await }).await
+    }
+
+    /// Handler for `token.rotate`.
+    async fn rotate(&self, params: Params<TokenRotate>) -> RpcResult<IssuedToken> {
+        let p = params.into_inner()?;
+        token::rotate_params(&p)?;
+        let now = self.cx.now();
+        self.cx.run(move |cx| async move { cx.store.token_rotate(&p, &cx.policy, now).await }).await
+    }
+
+    /// Handler for `token.revoke`.
+    async fn revoke(&self, params: Params<TokenRevoke>) -> RpcResult<Revoked> {
+        let scope = token::revoke_scope(params.into_inner()?)?;
+        let now = self.cx.now();
+        let revoked = self.cx.run(move |cx| async move { cx.store.token_revoke(scope, now).await }).await?;
+        Ok(Revoked { revoked })
+    }
+
+    /// Handler for `token.list`.
+    async fn list(&self, params: Params<TokenList>) -> RpcResult<Page<TokenInfo>> {
+        let p = params.into_inner()?;
+        for (field, value) in [("client_id", &p.client_id), ("grant_id", &p.grant_id)] {
+            if let Some(value) = value {
+                validate::id(field, value)?;
+            }
+        }
+        if let Some(user_id) = &p.user_id {
+            validate::user_id("user_id", user_id)?;
+        }
+        let limit = validate::limit(p.limit)?;
+        let after = p.cursor.as_deref().map(cursor::decode).transpose()?;
+        let filter = TokenFilter { user_id: p.user_id, client_id: p.client_id, grant_id: p.grant_id };
+        let now = self.cx.now();
+        let rows = self.cx.run(move |cx| async move { cx.store.token_list(&filter, after, limit, now).await }).await?;
+        let (items, next_cursor) = cursor::page(rows, limit, |t| &t.token_id);
+        Ok(Page { items, next_cursor })
+    }
+}

@@ -1,0 +1,86 @@
+//! Secrets: generation from the OS RNG, SHA-256 digests for storage, constant-time comparison.
+//!
+//! A plaintext secret exists only in the response that created it. Everything that is stored,
+//! logged or compared at rest is [`digest`] output.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// 256 bits, as the contract requires for codes, refresh tokens and client secrets.
+const SECRET_BYTES: usize = 32;
+/// 128 bits: enough for identifiers that must not collide or be guessed.
+const ID_BYTES: usize = 16;
+
+/// A fresh secret: 32 bytes from the OS RNG, base64url without padding (43 characters).
+pub fn generate_secret() -> String {
+    random_b64(SECRET_BYTES)
+}
+
+/// A fresh opaque identifier (22 characters).
+pub fn generate_id() -> String {
+    random_b64(ID_BYTES)
+}
+
+/// Lowercase hex SHA-256 of a secret: the only form in which secrets are stored.
+pub fn digest(secret: &str) -> String {
+    let hash = Sha256::digest(secret.as_bytes());
+    let mut out = String::with_capacity(64);
+    for byte in hash {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// base64url(SHA-256(input)) without padding, as PKCE S256 defines it (RFC 7636 §4.2).
+pub fn s256(input: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(input.as_bytes()))
+}
+
+/// Compares two strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn random_b64(len: usize) -> String {
+    let mut buf = [0u8; SECRET_BYTES];
+    let buf = &mut buf[..len];
+    // The OS RNG failing is not something a caller can cause or recover from.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_carry_256_bits_and_are_url_safe() {
+        let s = generate_secret();
+        assert_eq!(s.len(), 43);
+        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(s, generate_secret());
+    }
+
+    #[test]
+    fn digest_is_hex_sha256() {
+        assert_eq!(digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn s256_matches_rfc7636_appendix_b() {
+        assert_eq!(s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
+
+    #[test]
+    fn constant_time_eq_compares_content_and_length() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "abcd"));
+    }
+}

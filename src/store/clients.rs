@@ -1,0 +1,225 @@
+//! Registered clients and cached client ID metadata documents.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+
+use super::events::{BY_CLIENT, revoke_families, session_event};
+use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
+use crate::domain::client::ValidMetadata;
+use crate::error::{Error, InvalidClient, NotFound};
+use crate::secret;
+use crate::types::{Client, ClientMetadata};
+
+/// A `client` row as stored.
+#[derive(Debug, Deserialize)]
+pub(super) struct ClientRow {
+    client_id: String,
+    origin: String,
+    metadata: String,
+    pub(super) redirect_uris: Vec<String>,
+    secret_hash: Option<String>,
+    issued_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    max_age_secs: Option<i64>,
+}
+
+impl ClientRow {
+    fn into_client(self, now: DateTime<Utc>) -> Result<Client, StoreError> {
+        let metadata: ClientMetadata =
+            serde_json::from_str(&self.metadata).map_err(|e| StoreError::Decode(format!("client metadata: {e}")))?;
+        let is_document = self.origin == "document";
+        let stale = is_document.then(|| now >= self.updated_at + Duration::seconds(self.max_age_secs.unwrap_or(0)));
+        Ok(Client {
+            client_id: self.client_id,
+            client_id_issued_at: self.issued_at.timestamp(),
+            client_secret_expires_at: 0,
+            client_secret: None,
+            metadata,
+            document_stale: stale,
+            document_cached_at: is_document.then_some(self.updated_at),
+        })
+    }
+}
+
+/// What `client.update` and `client.register` hand back: the client and, when one was minted,
+/// the plaintext secret.
+fn with_secret(mut client: Client, secret: Option<String>) -> Client {
+    client.client_secret = secret;
+    client
+}
+
+impl Store {
+    pub(super) async fn client_row(&self, client_id: &str) -> Result<Option<ClientRow>, StoreError> {
+        let vars = Vars::new().set("rid", record("client", client_id));
+        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+    }
+
+    /// `client.register`. A confidential client gets `secret` (caller-supplied or generated);
+    /// only its digest is stored.
+    pub async fn client_register(
+        &self,
+        client_id: String,
+        meta: ValidMetadata,
+        secret: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Client, StoreError> {
+        let metadata = metadata_json(&meta.metadata)?;
+        const SQL: &str = "CREATE ONLY $rid SET client_id = $client_id, origin = 'registered', metadata = $metadata, \
+            redirect_uris = $redirect_uris, secret_hash = $secret_hash, issued_at = $now, updated_at = $now \
+            RETURN AFTER";
+        let vars = Vars::new()
+            .set("rid", record("client", &client_id))
+            .set("client_id", client_id)
+            .set("metadata", metadata)
+            .set("redirect_uris", meta.metadata.redirect_uris)
+            .set("secret_hash", secret.as_deref().map(secret::digest))
+            .set("now", now);
+        let row: Option<ClientRow> = take_one(&mut self.query(SQL, vars).await?, 0)?;
+        let row = row.ok_or_else(|| StoreError::Decode("CREATE returned nothing".into()))?;
+        Ok(with_secret(row.into_client(now)?, secret))
+    }
+
+    /// `client.cache_document`: stores or replaces a client ID metadata document.
+    pub async fn client_cache_document(
+        &self,
+        client_id: String,
+        meta: ValidMetadata,
+        max_age_secs: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Client, StoreError> {
+        let metadata = metadata_json(&meta.metadata)?;
+        // A registered client keeps its registration: a document may not take over its id.
+        const SQL: &str = "BEGIN; \
+            IF (SELECT VALUE origin FROM ONLY $rid) = 'registered' { THROW 'authstore:conflict' }; \
+            UPSERT ONLY $rid SET client_id = $client_id, origin = 'document', metadata = $metadata, \
+                redirect_uris = $redirect_uris, secret_hash = NONE, issued_at = issued_at ?? $now, \
+                updated_at = $now, max_age_secs = $max_age_secs RETURN AFTER; \
+            COMMIT;";
+        let vars = Vars::new()
+            .set("rid", record("client", &client_id))
+            .set("client_id", client_id)
+            .set("metadata", metadata)
+            .set("redirect_uris", meta.metadata.redirect_uris)
+            .set("max_age_secs", i64::try_from(max_age_secs).unwrap_or(i64::MAX))
+            .set("now", now);
+        let row: Option<ClientRow> =
+            self.retrying(|| async { take_returned(&mut self.query(SQL, vars.clone()).await?) }).await?;
+        row.ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))?.into_client(now)
+    }
+
+    /// `client.get`.
+    pub async fn client_get(&self, client_id: &str, now: DateTime<Utc>) -> Result<Client, StoreError> {
+        match self.client_row(client_id).await? {
+            Some(row) => row.into_client(now),
+            None => Err(Error::NotFound(NotFound::Missing).into()),
+        }
+    }
+
+    /// `client.list`: clients in id order after `after`, `limit` + 1 rows.
+    pub async fn client_list(
+        &self,
+        after: Option<String>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Client>, StoreError> {
+        let sql = if after.is_some() {
+            "SELECT * FROM client WHERE client_id > $after_key ORDER BY client_id LIMIT $limit"
+        } else {
+            "SELECT * FROM client ORDER BY client_id LIMIT $limit"
+        };
+        let vars = Vars::new().set("after_key", after).set("limit", limit as i64 + 1);
+        let rows: Vec<ClientRow> = take_all(&mut self.query(sql, vars).await?, 0)?;
+        rows.into_iter().map(|row| row.into_client(now)).collect()
+    }
+
+    /// `client.update`: replaces a registered client's metadata. A confidential client gets a
+    /// new secret when asked to rotate or when it had none; a public one loses its secret.
+    pub async fn client_update(
+        &self,
+        client_id: &str,
+        meta: ValidMetadata,
+        rotate_secret: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Client, StoreError> {
+        let metadata = metadata_json(&meta.metadata)?;
+        let confidential = meta.auth_method.is_confidential();
+        let rid = record("client", client_id);
+        self.retrying(|| async {
+            let Some(current) = self.client_row(client_id).await? else {
+                return Err(Error::NotFound(NotFound::Missing).into());
+            };
+            if current.origin != "registered" {
+                return Err(Error::invalid(
+                    "client_id",
+                    "a cached metadata document changes only through client.cache_document",
+                )
+                .into());
+            }
+            let new_secret =
+                (confidential && (rotate_secret || current.secret_hash.is_none())).then(secret::generate_secret);
+            let secret_hash = match (&new_secret, confidential) {
+                (Some(s), _) => Some(secret::digest(s)),
+                (None, true) => current.secret_hash.clone(),
+                (None, false) => None,
+            };
+            // Conditional on the secret we read, so a concurrent rotation is not lost.
+            const SQL: &str = "UPDATE ONLY $rid SET metadata = $metadata, redirect_uris = $redirect_uris, \
+                secret_hash = $secret_hash, updated_at = $now WHERE secret_hash = $seen_secret_hash RETURN AFTER";
+            let vars = Vars::new()
+                .set("rid", rid.clone())
+                .set("metadata", metadata.clone())
+                .set("redirect_uris", meta.metadata.redirect_uris.clone())
+                .set("secret_hash", secret_hash)
+                .set("seen_secret_hash", current.secret_hash)
+                .set("now", now);
+            let row: Option<ClientRow> = take_one(&mut self.query(SQL, vars).await?, 0)?;
+            let row = row.ok_or(StoreError::Retry)?;
+            Ok(with_secret(row.into_client(now)?, new_secret))
+        })
+        .await
+    }
+
+    /// `client.authenticate`: compares the presented secret's digest in constant time.
+    pub async fn client_authenticate(
+        &self,
+        client_id: &str,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Client, StoreError> {
+        let row = self.client_row(client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
+        let presented = secret::digest(presented);
+        match &row.secret_hash {
+            Some(stored) if secret::constant_time_eq(stored, &presented) => row.into_client(now),
+            _ => Err(Error::InvalidClient(InvalidClient::InvalidSecret).into()),
+        }
+    }
+
+    /// `client.delete`: removes the client and, in the same transaction, purges its sessions,
+    /// removes its codes and revokes its refresh tokens, with events.
+    pub async fn client_delete(&self, client_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = format!(
+            "BEGIN; \
+             LET $c = (DELETE ONLY $rid RETURN BEFORE); \
+             LET $gone = (DELETE session WHERE client_id = $client_id RETURN BEFORE); \
+             FOR $s IN $gone {{ {purged} }}; \
+             DELETE code WHERE client_id = $client_id; \
+             {revoke} \
+             RETURN $c != NONE; \
+             COMMIT;",
+            purged = session_event("purged", "$s"),
+            revoke = revoke_families(&BY_CLIENT),
+        );
+        let vars = Vars::new()
+            .set("rid", record("client", client_id))
+            .set("client_id", client_id.to_string())
+            .set("reason", "client_deleted")
+            .set("now", now);
+        let deleted: Option<bool> =
+            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        Ok(deleted.unwrap_or(false))
+    }
+}
+
+fn metadata_json(meta: &ClientMetadata) -> Result<String, StoreError> {
+    serde_json::to_string(meta).map_err(|e| StoreError::Decode(e.to_string()))
+}

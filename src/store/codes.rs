@@ -1,0 +1,157 @@
+//! Authorization codes.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::events::{BY_GRANT, revoke_tokens};
+use super::{Store, StoreError, Vars, record, take_one};
+use crate::domain::code::{self, CodeRecord, Consume};
+use crate::domain::token::FamilyRecord;
+use crate::domain::{Policy, session, validate};
+use crate::error::{Error, InvalidClient, InvalidGrant, NotFound};
+use crate::secret;
+use crate::types::{CodeConsume, CodeIssue, ConsumedCode, IssuedCode, Session};
+
+impl Store {
+    /// `code.issue`. With `session_id`, the session is consumed in the same transaction
+    /// (emitting `completed`) and fills in what the call omits.
+    pub async fn code_issue(
+        &self,
+        p: CodeIssue,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedCode, StoreError> {
+        if let Some(id) = &p.session_id {
+            validate::id("session_id", id)?;
+        }
+        self.retrying(|| async {
+            let pending = match &p.session_id {
+                Some(id) => {
+                    let row = self.session_row(id).await?;
+                    let rev = row.as_ref().map(|r| r.rev);
+                    let live = session::live(row.map(Session::from), now)?;
+                    Some((live, rev.unwrap_or_default()))
+                }
+                None => None,
+            };
+            let new = code::issue(p.clone(), pending.as_ref().map(|(s, _)| s), policy, now)?;
+            let client =
+                self.client_row(&new.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
+            if !validate::redirect_uri_registered(&new.redirect_uri, &client.redirect_uris) {
+                return Err(Error::invalid("redirect_uri", "not registered for this client").into());
+            }
+            let complete_session = if pending.is_some() {
+                "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \
+                 IF $s = NONE { THROW 'authstore:retry' }; \
+                 CREATE event CONTENT { stream: 'session', kind: 'completed', at: $now, session_id: $s.session_id, \
+                    client_id: $s.client_id, user_id: $user_id, expires_at: $s.expires_at };"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "BEGIN; {complete_session} \
+                 CREATE ONLY $rid SET grant_id = $grant_id, client_id = $client_id, user_id = $user_id, \
+                    redirect_uri = $redirect_uri, code_challenge = $code_challenge, \
+                    code_challenge_method = $code_challenge_method, scope = $scope, resource = $resource, \
+                    data = $data, session_id = $session_id, issued_at = $now, expires_at = $expires_at \
+                    RETURN NONE; \
+                 COMMIT;"
+            );
+            let (session_rid, session_rev) = match &pending {
+                Some((s, rev)) => (Some(record("session", &s.id)), *rev),
+                None => (None, 0),
+            };
+            let vars = Vars::new()
+                .set("rid", record("code", &new.hash))
+                .set("session_rid", session_rid)
+                .set("session_rev", session_rev)
+                .set("grant_id", new.grant_id.clone())
+                .set("client_id", new.client_id)
+                .set("user_id", new.user_id)
+                .set("redirect_uri", new.redirect_uri)
+                .set("code_challenge", new.code_challenge)
+                .set("code_challenge_method", new.code_challenge_method)
+                .set("scope", new.scope)
+                .set("resource", new.resource)
+                .set("data", new.data)
+                .set("session_id", new.session_id)
+                .set("expires_at", new.expires_at)
+                .set("now", now);
+            self.query(&sql, vars).await?;
+            Ok(IssuedCode { code: new.code, grant_id: new.grant_id, expires_at: new.expires_at })
+        })
+        .await
+    }
+
+    /// `code.consume`: at most one call ever succeeds for a code. Any failed attempt burns it;
+    /// a replay revokes every refresh token of its grant.
+    pub async fn code_consume(
+        &self,
+        p: &CodeConsume,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<ConsumedCode, StoreError> {
+        let rid = record("code", &secret::digest(&p.code));
+        self.retrying(|| async {
+            let vars = Vars::new().set("rid", rid.clone());
+            let stored: Option<CodeRecord> = take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)?;
+            let stored = stored.ok_or(Error::NotFound(NotFound::Missing))?;
+            let decision = code::consume(&stored, p, now);
+            if decision == Consume::Replay {
+                self.revoke_replayed_grant(&stored, policy, now).await?;
+                return Err(Error::InvalidGrant(InvalidGrant::Consumed).into());
+            }
+            // The gate: exactly one transaction can move consumed_at from NONE.
+            const BURN: &str = "UPDATE ONLY $rid SET consumed_at = $now WHERE consumed_at = NONE RETURN AFTER";
+            let vars = Vars::new().set("rid", rid.clone()).set("now", now);
+            let burned: Option<CodeRecord> = take_one(&mut self.query(BURN, vars).await?, 0)?;
+            if burned.is_none() {
+                // Someone else consumed (or purged) it first: decide again from a fresh read.
+                return Err(StoreError::Retry);
+            }
+            match decision {
+                Consume::Redeem => Ok(code::consumed(stored)),
+                Consume::Burn(reason) => Err(Error::InvalidGrant(reason).into()),
+                Consume::Replay => Err(Error::InvalidGrant(InvalidGrant::Consumed).into()),
+            }
+        })
+        .await
+    }
+
+    /// RFC 6749 §4.1.2: a code used twice revokes the tokens issued from it. The family record
+    /// is created revoked if no token was minted yet, so none can be.
+    async fn revoke_replayed_grant(
+        &self,
+        code: &CodeRecord,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let family_rid = record("family", &code.grant_id);
+        let vars = Vars::new().set("rid", family_rid.clone());
+        let family: Option<FamilyRecord> = take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)?;
+        if family.is_some_and(|f| f.revoked_at.is_some()) {
+            return Ok(());
+        }
+        let sql = format!(
+            "BEGIN; \
+             UPSERT ONLY $family SET grant_id = $grant_id, client_id = client_id ?? $client_id, \
+                user_id = user_id ?? $user_id, created_at = created_at ?? $now, \
+                expires_at = expires_at ?? $family_expires_at, revoked_at = $now, revoke_reason = $reason, \
+                active_token = NONE, rev = (rev ?? 0) + 1 RETURN NONE; \
+             {revoke} \
+             COMMIT;",
+            revoke = revoke_tokens(&BY_GRANT),
+        );
+        let family_expires_at =
+            now + Duration::seconds(i64::try_from(policy.token.max_secs).unwrap_or(i64::MAX / 1000));
+        let vars = Vars::new()
+            .set("family", family_rid)
+            .set("grant_id", code.grant_id.clone())
+            .set("client_id", code.client_id.clone())
+            .set("user_id", code.user_id.clone())
+            .set("family_expires_at", family_expires_at)
+            .set("reason", "code_replay")
+            .set("now", now);
+        self.query(&sql, vars).await?;
+        Ok(())
+    }
+}

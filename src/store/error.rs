@@ -1,0 +1,46 @@
+//! The store's error: a refusal the caller must hear, or a storage fault that it must not.
+
+use crate::error::Error;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A rule refused the operation; passed to the caller as it is.
+    #[error(transparent)]
+    Rejected(#[from] Error),
+    /// The transaction lost a race (a write conflict, or a conditional write that matched
+    /// nothing). Nothing was changed; the operation runs again from a fresh read.
+    #[error("transaction conflict")]
+    Retry,
+    /// A record with that key already exists.
+    #[error("record already exists")]
+    AlreadyExists,
+    /// SurrealDB failed. Details go to the log, never to the caller.
+    #[error("database: {0}")]
+    Database(String),
+    /// SurrealDB answered something we did not expect.
+    #[error("unexpected database answer: {0}")]
+    Decode(String),
+}
+
+impl From<surrealdb::Error> for StoreError {
+    fn from(e: surrealdb::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Rejected(e) => e,
+            StoreError::AlreadyExists => Error::Conflict,
+            StoreError::Retry => {
+                tracing::warn!("gave up on an operation that kept conflicting");
+                Error::Unavailable
+            }
+            StoreError::Database(detail) | StoreError::Decode(detail) => {
+                tracing::error!(error = %detail, "storage failure");
+                Error::Unavailable
+            }
+        }
+    }
+}

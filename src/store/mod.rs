@@ -1,0 +1,312 @@
+//! Storage on SurrealDB: the only module that writes SurrealQL.
+//!
+//! Every state change is one SurrealDB transaction that also writes the events it causes.
+//! Single use and rotation rest on conditional writes whose results are checked: a write that
+//! matched nothing, or a commit that hit a write conflict, becomes [`StoreError::Retry`] and the
+//! operation runs again from a fresh read, so losers of a race see the winner's result.
+
+mod clients;
+mod codes;
+mod error;
+mod events;
+mod schema;
+mod sessions;
+mod stats;
+mod tokens;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use surrealdb::engine::any::{self, Any};
+use surrealdb::opt::auth::Root;
+use surrealdb::types::{Object, QueryError, RecordId, SurrealValue};
+use surrealdb::{IndexedResults, Surreal};
+
+pub use error::StoreError;
+pub use sessions::SessionFilter;
+pub use tokens::TokenFilter;
+
+use crate::error::{Error, InvalidClient, InvalidGrant, NotFound};
+
+/// How many times an operation that keeps losing races is tried before giving up.
+const MAX_ATTEMPTS: u32 = 200;
+
+/// Where the data lives, parsed from `--db`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Embedded SurrealKV in a local directory; every commit is fsynced.
+    SurrealKv(String),
+    /// Embedded, in memory; gone when the process ends.
+    Memory,
+    /// A SurrealDB server over WebSocket.
+    Remote(String),
+}
+
+impl Location {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("surrealkv://") {
+            if path.is_empty() {
+                return Err("surrealkv:// needs a directory, e.g. surrealkv://./data/authstore".into());
+            }
+            Ok(Location::SurrealKv(path.to_string()))
+        } else if url == "mem://" || url == "memory" {
+            Ok(Location::Memory)
+        } else if url.starts_with("ws://") || url.starts_with("wss://") {
+            Ok(Location::Remote(url.to_string()))
+        } else {
+            Err(format!("unsupported database URL {url:?}: use surrealkv://PATH, mem:// or ws://HOST:PORT"))
+        }
+    }
+
+    /// The storage kind reported by `server.info`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Location::SurrealKv(_) => "surrealkv",
+            Location::Memory => "mem",
+            Location::Remote(_) => "ws",
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        match self {
+            // sync=every is the 3.x default; saying it keeps the guarantee visible.
+            Location::SurrealKv(path) => format!("surrealkv://{path}?sync=every"),
+            Location::Memory => "mem://".to_string(),
+            Location::Remote(url) => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::SurrealKv(path) => write!(f, "surrealkv://{path}"),
+            Location::Memory => f.write_str("mem://"),
+            // A URL may carry credentials; show only its scheme.
+            Location::Remote(url) => write!(f, "{}://…", url.split("://").next().unwrap_or("ws")),
+        }
+    }
+}
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub location: Location,
+    pub namespace: String,
+    pub database: String,
+    /// Root credentials for a remote server.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("location", &self.location)
+            .field("namespace", &self.namespace)
+            .field("database", &self.database)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The handle to authstore's data. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Surreal<Any>,
+    kind: &'static str,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects, selects namespace and database, and applies the schema.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        if let Location::SurrealKv(path) = &config.location {
+            std::fs::create_dir_all(path)
+                .map_err(|e| StoreError::Database(format!("cannot create data directory {path}: {e}")))?;
+        }
+        let db = any::connect(config.location.endpoint()).await?;
+        if let (Some(username), Some(password)) = (&config.username, &config.password) {
+            db.signin(Root { username: username.clone(), password: password.clone() }).await?;
+        }
+        db.use_ns(config.namespace.clone()).use_db(config.database.clone()).await?;
+        let store = Store { db, kind: config.location.kind() };
+        schema::apply(&store).await?;
+        Ok(store)
+    }
+
+    /// `surrealkv`, `mem` or `ws`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Whether the database answers.
+    pub async fn ready(&self) -> bool {
+        self.db.query("RETURN true").await.is_ok()
+    }
+
+    /// Runs one query and classifies per-statement errors.
+    async fn query(&self, sql: &str, vars: Vars) -> Result<IndexedResults, StoreError> {
+        let mut results = self.db.query(sql).bind(vars.0).await?;
+        let errors = results.take_errors();
+        if errors.is_empty() {
+            return Ok(results);
+        }
+        // A failed transaction reports the cause in one slot and "not executed" in the
+        // others; classify by the most specific cause.
+        let mut worst = None;
+        for (_, e) in errors {
+            let class = classify(&e);
+            if worst.as_ref().is_none_or(|(rank, _)| class.0 > *rank) {
+                worst = Some(class);
+            }
+        }
+        Err(worst.map(|(_, e)| e).unwrap_or(StoreError::Retry))
+    }
+
+    /// Runs `attempt` until it stops asking for a retry.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        for n in 0..MAX_ATTEMPTS {
+            match attempt().await {
+                Err(StoreError::Retry) => backoff(n).await,
+                other => return other,
+            }
+        }
+        Err(StoreError::Retry)
+    }
+}
+
+/// Ranks an error by how much it tells us, and maps it.
+fn classify(e: &surrealdb::Error) -> (u8, StoreError) {
+    if e.is_thrown() {
+        if let Some(rejection) = thrown(e.message()) {
+            return (4, rejection);
+        }
+    }
+    if e.is_already_exists() {
+        return (3, StoreError::AlreadyExists);
+    }
+    if matches!(e.query_details(), Some(QueryError::TransactionConflict)) {
+        return (2, StoreError::Retry);
+    }
+    if matches!(e.query_details(), Some(QueryError::NotExecuted)) {
+        return (0, StoreError::Retry);
+    }
+    (1, StoreError::Database(e.to_string()))
+}
+
+/// Marker that SurrealQL `THROW`s carry: `authstore:retry`, `authstore:not_found:expired`...
+const THROWN: &str = "authstore:";
+
+/// Maps a `THROW` raised by our own SurrealQL back to its meaning.
+fn thrown(message: &str) -> Option<StoreError> {
+    let tail = &message[message.find(THROWN)? + THROWN.len()..];
+    let mut parts = tail.trim_end_matches(['"', '\'']).splitn(2, ':');
+    let kind = parts.next()?;
+    let reason = parts.next().unwrap_or_default();
+    let error = match kind {
+        "retry" => return Some(StoreError::Retry),
+        "conflict" => Error::Conflict,
+        "not_found" => Error::NotFound(NotFound::parse(reason).unwrap_or(NotFound::Missing)),
+        "invalid_grant" => Error::InvalidGrant(InvalidGrant::parse(reason)?),
+        "invalid_client" => Error::InvalidClient(InvalidClient::parse(reason)?),
+        _ => return None,
+    };
+    Some(StoreError::Rejected(error))
+}
+
+async fn backoff(attempt: u32) {
+    let mut bytes = [0u8; 2];
+    let jitter = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from(u16::from_le_bytes(bytes)),
+        Err(_) => 0,
+    };
+    // Up to ~1 ms at first, growing to ~8 ms: enough to let one contender commit.
+    let ceiling = 1000 * u64::from(1 + attempt.min(7));
+    tokio::time::sleep(Duration::from_micros(jitter % ceiling)).await;
+}
+
+/// Query parameters. Values are bound, never spliced into SurrealQL text.
+#[derive(Default, Clone)]
+struct Vars(Object);
+
+impl Vars {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn set(mut self, key: &str, value: impl SurrealValue) -> Self {
+        self.0.insert(key, value);
+        self
+    }
+}
+
+fn record(table: &str, key: &str) -> RecordId {
+    RecordId::new(table, key.to_string())
+}
+
+/// Deserializes statement `index` as an optional row.
+fn take_one<T: DeserializeOwned>(results: &mut IndexedResults, index: usize) -> Result<Option<T>, StoreError> {
+    let value: Option<serde_json::Value> = results.take(index)?;
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| StoreError::Decode(e.to_string())),
+    }
+}
+
+/// Deserializes statement `index` as a list of rows.
+fn take_all<T: DeserializeOwned>(results: &mut IndexedResults, index: usize) -> Result<Vec<T>, StoreError> {
+    let values: Vec<serde_json::Value> = results.take(index)?;
+    values.into_iter().map(|v| serde_json::from_value(v).map_err(|e| StoreError::Decode(e.to_string()))).collect()
+}
+
+/// The value of a transaction's `RETURN`, which by convention is the statement before COMMIT.
+fn take_returned<T: DeserializeOwned>(results: &mut IndexedResults) -> Result<Option<T>, StoreError> {
+    let index = results.num_statements().checked_sub(2).ok_or_else(|| StoreError::Decode("no RETURN".into()))?;
+    take_one(results, index)
+}
+
+/// Parses the JSON text we stored for a caller's `data`.
+fn parse_data(text: Option<String>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thrown_markers_map_to_contract_errors() {
+        assert!(matches!(thrown("An error occurred: authstore:retry"), Some(StoreError::Retry)));
+        assert!(matches!(
+            thrown("An error occurred: authstore:not_found:expired"),
+            Some(StoreError::Rejected(Error::NotFound(NotFound::Expired)))
+        ));
+        assert!(matches!(
+            thrown("authstore:invalid_client:unknown_client"),
+            Some(StoreError::Rejected(Error::InvalidClient(InvalidClient::UnknownClient)))
+        ));
+        assert!(thrown("something else").is_none());
+    }
+
+    #[test]
+    fn locations_parse_and_never_print_remote_credentials() {
+        assert_eq!(Location::parse("mem://"), Ok(Location::Memory));
+        assert_eq!(Location::parse("surrealkv://./data/x"), Ok(Location::SurrealKv("./data/x".into())));
+        assert!(Location::parse("file://x").is_err());
+        let remote = Location::parse("ws://user:pw@host:8000").unwrap();
+        assert!(!format!("{remote:?}").contains("pw"));
+    }
+}

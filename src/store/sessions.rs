@@ -1,0 +1,200 @@
+//! Pending authorization sessions.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::events::session_event;
+use super::{Store, StoreError, Vars, parse_data, record, take_all, take_one, take_returned};
+use crate::domain::session::{NewSession, SessionChange};
+use crate::domain::validate;
+use crate::error::{Error, InvalidClient, NotFound};
+use crate::types::Session;
+
+/// A `session` row as stored.
+#[derive(Debug, Deserialize)]
+pub(super) struct SessionRow {
+    session_id: String,
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    scope: Option<String>,
+    resource: Option<String>,
+    user_id: Option<String>,
+    data: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    pub(super) rev: i64,
+}
+
+impl From<SessionRow> for Session {
+    fn from(row: SessionRow) -> Self {
+        Session {
+            id: row.session_id,
+            client_id: row.client_id,
+            redirect_uri: row.redirect_uri,
+            state: row.state,
+            code_challenge: row.code_challenge,
+            code_challenge_method: row.code_challenge_method,
+            scope: row.scope,
+            resource: row.resource,
+            user_id: row.user_id,
+            data: parse_data(row.data),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+/// Which sessions a list or purge covers.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+impl SessionFilter {
+    fn conditions(&self) -> Vec<&'static str> {
+        let mut conditions = Vec::new();
+        if self.client_id.is_some() {
+            conditions.push("client_id = $client_id");
+        }
+        if self.user_id.is_some() {
+            conditions.push("user_id = $user_id");
+        }
+        conditions
+    }
+
+    fn bind(&self, vars: Vars) -> Vars {
+        vars.set("client_id", self.client_id.clone()).set("user_id", self.user_id.clone())
+    }
+}
+
+impl Store {
+    /// `session.put`: creates or replaces a session for a registered client.
+    pub async fn session_put(&self, s: NewSession, now: DateTime<Utc>) -> Result<Session, StoreError> {
+        let client = self.client_row(&s.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
+        if !validate::redirect_uri_registered(&s.redirect_uri, &client.redirect_uris) {
+            return Err(Error::invalid("redirect_uri", "not registered for this client").into());
+        }
+        const SQL: &str = "UPSERT ONLY $rid SET session_id = $id, client_id = $client_id, redirect_uri = $redirect_uri, \
+            state = $state, code_challenge = $code_challenge, code_challenge_method = $code_challenge_method, \
+            scope = $scope, resource = $resource, user_id = $user_id, data = $data, \
+            created_at = created_at ?? $now, updated_at = $now, expires_at = $expires_at, rev = (rev ?? 0) + 1 \
+            RETURN AFTER";
+        let vars = Vars::new()
+            .set("rid", record("session", &s.id))
+            .set("id", s.id)
+            .set("client_id", s.client_id)
+            .set("redirect_uri", s.redirect_uri)
+            .set("state", s.state)
+            .set("code_challenge", s.code_challenge)
+            .set("code_challenge_method", s.code_challenge_method)
+            .set("scope", s.scope)
+            .set("resource", s.resource)
+            .set("user_id", s.user_id)
+            .set("data", s.data)
+            .set("expires_at", s.expires_at)
+            .set("now", now);
+        let row: Option<SessionRow> =
+            self.retrying(|| async { take_one(&mut self.query(SQL, vars.clone()).await?, 0) }).await?;
+        row.map(Session::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))
+    }
+
+    /// The stored session row, live or not.
+    pub(super) async fn session_row(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let vars = Vars::new().set("rid", record("session", id));
+        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+    }
+
+    /// `session.get`: the session if it exists, live or expired (the caller applies the TTL).
+    pub async fn session_get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.session_row(id).await?.map(Session::from))
+    }
+
+    /// `session.update`: changes the given fields of a live session.
+    pub async fn session_update(&self, c: SessionChange, now: DateTime<Utc>) -> Result<Session, StoreError> {
+        const SQL: &str = "UPDATE ONLY $rid SET user_id = $user_id ?? user_id, scope = $scope ?? scope, \
+            data = $data ?? data, expires_at = $expires_at ?? expires_at, updated_at = $now, rev += 1 \
+            WHERE expires_at > $now RETURN AFTER";
+        let vars = Vars::new()
+            .set("rid", record("session", &c.id))
+            .set("user_id", c.user_id)
+            .set("scope", c.scope)
+            .set("data", c.data)
+            .set("expires_at", c.expires_at)
+            .set("now", now);
+        let updated: Option<SessionRow> =
+            self.retrying(|| async { take_one(&mut self.query(SQL, vars.clone()).await?, 0) }).await?;
+        match updated {
+            Some(row) => Ok(row.into()),
+            None => match self.session_row(&c.id).await? {
+                Some(_) => Err(Error::NotFound(NotFound::Expired).into()),
+                None => Err(Error::NotFound(NotFound::Missing).into()),
+            },
+        }
+    }
+
+    /// `session.delete`: removes a session; `true` (and a `deleted` event) if it was live. An
+    /// expired one is removed with an `expired` event and reported as not deleted.
+    pub async fn session_delete(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = format!(
+            "BEGIN; \
+             LET $s = (DELETE ONLY $rid RETURN BEFORE); \
+             IF $s != NONE AND $s.expires_at > $now {{ {deleted} }} ELSE IF $s != NONE {{ {expired} }}; \
+             RETURN $s != NONE AND $s.expires_at > $now; \
+             COMMIT;",
+            deleted = session_event("deleted", "$s"),
+            expired = session_event("expired", "$s"),
+        );
+        let vars = Vars::new().set("rid", record("session", id)).set("now", now);
+        let deleted: Option<bool> =
+            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        Ok(deleted.unwrap_or(false))
+    }
+
+    /// `session.list`: live sessions in id order, after `after`, at most `limit` (+1 to detect a
+    /// next page).
+    pub async fn session_list(
+        &self,
+        filter: &SessionFilter,
+        after: Option<String>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut conditions = vec!["expires_at > $now"];
+        conditions.extend(filter.conditions());
+        if after.is_some() {
+            conditions.push("session_id > $after_key");
+        }
+        let sql = format!("SELECT * FROM session WHERE {} ORDER BY session_id LIMIT $limit", conditions.join(" AND "));
+        let vars = filter.bind(Vars::new()).set("after_key", after).set("limit", limit as i64 + 1).set("now", now);
+        let rows: Vec<SessionRow> = take_all(&mut self.query(&sql, vars).await?, 0)?;
+        Ok(rows.into_iter().map(Session::from).collect())
+    }
+
+    /// `session.purge`: removes matching sessions (with no filter, every expired one), one
+    /// `purged` event each.
+    pub async fn session_purge(&self, filter: &SessionFilter, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut conditions = filter.conditions();
+        if conditions.is_empty() {
+            conditions.push("expires_at <= $now");
+        }
+        let sql = format!(
+            "BEGIN; \
+             LET $gone = (DELETE session WHERE {} RETURN BEFORE); \
+             FOR $s IN $gone {{ {} }}; \
+             RETURN array::len($gone); \
+             COMMIT;",
+            conditions.join(" AND "),
+            session_event("purged", "$s"),
+        );
+        let vars = filter.bind(Vars::new()).set("now", now);
+        let purged: Option<u64> =
+            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        Ok(purged.unwrap_or(0))
+    }
+}

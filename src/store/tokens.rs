@@ -1,0 +1,291 @@
+//! Refresh tokens and their families.
+
+use chrono::{DateTime, Utc};
+
+use super::events::{
+    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, Families, revoke_families, revoke_tokens, token_event,
+};
+use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
+use crate::domain::Policy;
+use crate::domain::token::{self, FamilyRecord, NewToken, RevokeScope, Rotation, TokenRecord};
+use crate::error::{Error, InvalidClient, InvalidGrant};
+use crate::secret;
+use crate::types::{IssuedToken, TokenInfo, TokenIssue, TokenRotate};
+
+/// Which tokens `token.list` covers.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub grant_id: Option<String>,
+}
+
+/// SurrealQL that creates the token described by the bound `$new_*` parameters.
+const CREATE_NEW: &str = "CREATE ONLY $new SET hash = $new_hash, token_id = $new_token_id, grant_id = $grant_id, \
+    client_id = $client_id, user_id = $user_id, scope = $scope, resource = $resource, data = $data, \
+    issued_at = $now, expires_at = $expires_at, status = 'active', rev = 1 RETURN NONE;";
+
+fn bind_new(vars: Vars, new: &NewToken) -> Vars {
+    vars.set("new", record("token", &new.hash))
+        .set("new_hash", new.hash.clone())
+        .set("new_token_id", new.token_id.clone())
+        .set("grant_id", new.grant_id.clone())
+        .set("client_id", new.client_id.clone())
+        .set("user_id", new.user_id.clone())
+        .set("scope", new.scope.clone())
+        .set("resource", new.resource.clone())
+        .set("data", new.data.clone())
+        .set("expires_at", new.expires_at)
+}
+
+fn issued(new: NewToken) -> IssuedToken {
+    IssuedToken { token: new.token, token_id: new.token_id, grant_id: new.grant_id, expires_at: new.expires_at }
+}
+
+impl Store {
+    async fn token_row(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let vars = Vars::new().set("rid", record("token", hash));
+        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+    }
+
+    async fn family_row(&self, grant_id: &str) -> Result<Option<FamilyRecord>, StoreError> {
+        let vars = Vars::new().set("rid", record("family", grant_id));
+        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+    }
+
+    /// `token.issue`: mints a token into a new or existing family. A family has one active
+    /// token, so joining one supersedes (revokes) its current token.
+    pub async fn token_issue(
+        &self,
+        p: TokenIssue,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, StoreError> {
+        let new = token::issue(p, policy, now)?;
+        if self.client_row(&new.client_id).await?.is_none() {
+            return Err(Error::InvalidClient(InvalidClient::UnknownClient).into());
+        }
+        self.retrying(|| async {
+            let family = self.family_row(&new.grant_id).await?;
+            let family_sql = match &family {
+                Some(f) => {
+                    token::may_join(f, &new.client_id, &new.user_id)?;
+                    format!(
+                        "LET $f = (UPDATE ONLY $family SET active_token = $new_hash, expires_at = $expires_at, rev += 1 \
+                            WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
+                         IF $f = NONE {{ THROW 'authstore:retry' }}; \
+                         LET $old = IF $previous != NONE {{ (UPDATE ONLY $previous SET status = 'revoked', status_at = $now, \
+                            reason = 'superseded', rev += 1 WHERE status = 'active' RETURN AFTER) }}; \
+                         IF $old != NONE {{ {event} }};",
+                        event = token_event("revoked", "$old", "'superseded'"),
+                    )
+                }
+                None => "IF record::exists($family) { THROW 'authstore:retry' }; \
+                    CREATE ONLY $family SET grant_id = $grant_id, client_id = $client_id, user_id = $user_id, \
+                        created_at = $now, expires_at = $expires_at, active_token = $new_hash, rev = 1 RETURN NONE;"
+                    .to_string(),
+            };
+            let sql = format!("BEGIN; {family_sql} {CREATE_NEW} COMMIT;");
+            let previous = family.as_ref().and_then(|f| f.active_token.as_deref()).map(|h| record("token", h));
+            let vars = bind_new(Vars::new(), &new)
+                .set("family", record("family", &new.grant_id))
+                .set("family_rev", family.as_ref().map(|f| f.rev).unwrap_or_default())
+                .set("previous", previous)
+                .set("now", now);
+            self.query(&sql, vars).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(issued(new))
+    }
+
+    /// `token.get`: an active token's metadata, or why it is not active.
+    pub async fn token_get(&self, token: &str, now: DateTime<Utc>) -> Result<TokenInfo, StoreError> {
+        let row = self.token_row(&secret::digest(token)).await?;
+        Ok(token::info(token::active(row, now)?))
+    }
+
+    /// `token.rotate`: exactly one concurrent rotation of a token succeeds; reuse of a rotated
+    /// token either reissues (inside the grace window) or revokes the family.
+    pub async fn token_rotate(
+        &self,
+        p: &TokenRotate,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, StoreError> {
+        let hash = secret::digest(&p.token);
+        self.retrying(|| async {
+            let (old, family) = self.token_and_family(&hash).await?;
+            let decision = token::rotation(old.as_ref(), family.as_ref(), p, policy, now);
+            let (Some(old), Some(family)) = (old, family) else {
+                return match decision {
+                    Rotation::Refuse(e) => Err(e.into()),
+                    _ => Err(Error::InvalidGrant(InvalidGrant::Revoked).into()),
+                };
+            };
+            let (scope, expires_at, replace) = match decision {
+                Rotation::Refuse(e) => return Err(e.into()),
+                Rotation::ReuseDetected => {
+                    if family.revoked_at.is_none() {
+                        self.revoke_reused_family(&old, family.rev, now).await?;
+                    }
+                    return Err(Error::InvalidGrant(InvalidGrant::ReuseDetected).into());
+                }
+                Rotation::Rotate { scope, expires_at } => (scope, expires_at, None),
+                Rotation::Reissue { scope, expires_at, revoke } => (scope, expires_at, Some(revoke)),
+            };
+            let secret_value = secret::generate_secret();
+            let new = NewToken {
+                hash: secret::digest(&secret_value),
+                token: secret_value,
+                token_id: secret::generate_id(),
+                grant_id: old.grant_id.clone(),
+                client_id: old.client_id.clone(),
+                user_id: old.user_id.clone(),
+                scope,
+                resource: old.resource.clone(),
+                data: old.data.clone(),
+                expires_at,
+            };
+            let retire_old = match &replace {
+                // The presented token is active: it becomes rotated.
+                None => format!(
+                    "LET $old = (UPDATE ONLY $old SET status = 'rotated', status_at = $now, last_used_at = $now, \
+                        successor = $new_hash, rev += 1 WHERE rev = $old_rev AND status = 'active' RETURN AFTER); \
+                     IF $old = NONE {{ THROW 'authstore:retry' }}; \
+                     {event}",
+                    event = token_event("rotated", "$old", "NONE"),
+                ),
+                // A rotated token inside the grace window: its unused successor is revoked and
+                // replaced.
+                Some(_) => format!(
+                    "LET $old = (UPDATE ONLY $old SET last_used_at = $now, successor = $new_hash, rev += 1 \
+                        WHERE rev = $old_rev RETURN AFTER); \
+                     IF $old = NONE {{ THROW 'authstore:retry' }}; \
+                     LET $prev = (UPDATE ONLY $previous SET status = 'revoked', status_at = $now, reason = 'superseded', \
+                        rev += 1 WHERE status = 'active' RETURN AFTER); \
+                     IF $prev = NONE {{ THROW 'authstore:retry' }}; \
+                     {revoked} {rotated}",
+                    revoked = token_event("revoked", "$prev", "'superseded'"),
+                    rotated = token_event("rotated", "$old", "'grace'"),
+                ),
+            };
+            let sql = format!(
+                "BEGIN; {retire_old} \
+                 LET $f = (UPDATE ONLY $family SET active_token = $new_hash, expires_at = $expires_at, rev += 1 \
+                    WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
+                 IF $f = NONE {{ THROW 'authstore:retry' }}; \
+                 {CREATE_NEW} \
+                 COMMIT;"
+            );
+            let vars = bind_new(Vars::new(), &new)
+                .set("old", record("token", &old.hash))
+                .set("old_rev", old.rev)
+                .set("previous", replace.as_deref().map(|h| record("token", h)))
+                .set("family", record("family", &old.grant_id))
+                .set("family_rev", family.rev)
+                .set("now", now);
+            self.query(&sql, vars).await?;
+            Ok(issued(new))
+        })
+        .await
+    }
+
+    /// A token and its family, read from one snapshot so that decisions never mix states.
+    async fn token_and_family(&self, hash: &str) -> Result<(Option<TokenRecord>, Option<FamilyRecord>), StoreError> {
+        const SQL: &str = "BEGIN; \
+            LET $t = (SELECT * FROM ONLY $rid); \
+            $t; \
+            (SELECT * FROM ONLY type::record('family', $t.grant_id ?? '-')); \
+            COMMIT;";
+        let mut results = self.query(SQL, Vars::new().set("rid", record("token", hash))).await?;
+        Ok((take_one(&mut results, 2)?, take_one(&mut results, 3)?))
+    }
+
+    /// RFC 9700 §4.14.2: a rotated token presented again revokes its whole family. Conditional
+    /// on the family being as it was read, so a decision taken on a stale read runs again.
+    async fn revoke_reused_family(
+        &self,
+        reused: &TokenRecord,
+        family_rev: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "BEGIN; \
+             LET $f = (UPDATE ONLY $family SET revoked_at = $now, revoke_reason = $reason, active_token = NONE, \
+                rev += 1 WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
+             IF $f = NONE {{ THROW 'authstore:retry' }}; \
+             LET $reused = (SELECT * FROM ONLY $old); {event} {revoke} COMMIT;",
+            event = token_event("reuse_detected", "$reused", "$reason"),
+            revoke = revoke_tokens(&BY_GRANT),
+        );
+        let vars = Vars::new()
+            .set("family_rev", family_rev)
+            .set("old", record("token", &reused.hash))
+            .set("family", record("family", &reused.grant_id))
+            .set("grant_id", reused.grant_id.clone())
+            .set("reason", "reuse_detected")
+            .set("now", now);
+        self.query(&sql, vars).await?;
+        Ok(())
+    }
+
+    /// `token.revoke`: revokes the named families and all their active tokens.
+    pub async fn token_revoke(&self, scope: RevokeScope, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let (families, vars): (&Families, Vars) = match scope {
+            RevokeScope::Token(hash) => match self.token_row(&hash).await? {
+                // RFC 7009 §2.2: an unknown token is not an error.
+                None => return Ok(0),
+                Some(t) => (&BY_GRANT, grant_vars(&t.grant_id)),
+            },
+            RevokeScope::Grant(grant_id) => (&BY_GRANT, grant_vars(&grant_id)),
+            RevokeScope::Client { client_id, user_id: None } => (&BY_CLIENT, Vars::new().set("client_id", client_id)),
+            RevokeScope::Client { client_id, user_id: Some(user_id) } => {
+                (&BY_CLIENT_USER, Vars::new().set("client_id", client_id).set("user_id", user_id))
+            }
+            RevokeScope::User(user_id) => (&BY_USER, Vars::new().set("user_id", user_id)),
+        };
+        let sql = format!("BEGIN; {} RETURN array::len($revoked); COMMIT;", revoke_families(families));
+        let vars = vars.set("reason", "requested").set("now", now);
+        let revoked: Option<u64> =
+            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        Ok(revoked.unwrap_or(0))
+    }
+
+    /// `token.list`: active tokens in `token_id` order after `after`, `limit` + 1 rows.
+    pub async fn token_list(
+        &self,
+        filter: &TokenFilter,
+        after: Option<String>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TokenInfo>, StoreError> {
+        let mut conditions = vec!["status = 'active'", "expires_at > $now"];
+        if filter.grant_id.is_some() {
+            conditions.push("grant_id = $grant_id");
+        }
+        if filter.client_id.is_some() {
+            conditions.push("client_id = $client_id");
+        }
+        if filter.user_id.is_some() {
+            conditions.push("user_id = $user_id");
+        }
+        if after.is_some() {
+            conditions.push("token_id > $after_key");
+        }
+        let sql = format!("SELECT * FROM token WHERE {} ORDER BY token_id LIMIT $limit", conditions.join(" AND "));
+        let vars = Vars::new()
+            .set("grant_id", filter.grant_id.clone())
+            .set("client_id", filter.client_id.clone())
+            .set("user_id", filter.user_id.clone())
+            .set("after_key", after)
+            .set("limit", limit as i64 + 1)
+            .set("now", now);
+        let rows: Vec<TokenRecord> = take_all(&mut self.query(&sql, vars).await?, 0)?;
+        Ok(rows.into_iter().map(token::info).collect())
+    }
+}
+
+fn grant_vars(grant_id: &str) -> Vars {
+    Vars::new().set("family", record("family", grant_id)).set("grant_id", grant_id.to_string())
+}

@@ -1,0 +1,16 @@
+//! Method tests against embedded `mem://`.
+
+pub fn backend() -> crate::support::Backend {
+    crate::support::Backend::Memory
+}
+
+#[path = "methods/clients.rs"]
+mod clients;
+#[path = "methods/codes.rs"]
+mod codes;
+#[path = "methods/concurrency.rs"]
+mod concurrency;
+#[path = "methods/sessions.rs"]
+mod sessions;
+#[path = "methods/tokens.rs"]
+mod tokens;
