@@ -67,10 +67,10 @@ pub fn issue(p: CodeIssue, session: Option<&Session>, policy: &Policy, now: Date
 
     let client_id = client_id.ok_or_else(|| Error::invalid("client_id", "required"))?;
     validate::id("client_id", &client_id)?;
-    if let Some(s) = session {
-        if s.client_id != client_id {
-            return Err(Error::invalid("client_id", "differs from the session's client"));
-        }
+    if let Some(s) = session
+        && s.client_id != client_id
+    {
+        return Err(Error::invalid("client_id", "differs from the session's client"));
     }
     let user_id = user_id.ok_or_else(|| Error::invalid("user_id", "required"))?;
     let redirect_uri = redirect_uri.ok_or_else(|| Error::invalid("redirect_uri", "required"))?;
@@ -145,10 +145,10 @@ pub fn consume(code: &CodeRecord, p: &CodeConsume, now: DateTime<Utc>) -> Consum
     if code.redirect_uri != p.redirect_uri {
         return Consume::Burn(InvalidGrant::RedirectUriMismatch);
     }
-    if let Some(resource) = &p.resource {
-        if code.resource.as_deref() != Some(resource.as_str()) {
-            return Consume::Burn(InvalidGrant::ResourceMismatch);
-        }
+    if let Some(resource) = &p.resource
+        && code.resource.as_deref() != Some(resource.as_str())
+    {
+        return Consume::Burn(InvalidGrant::ResourceMismatch);
     }
     let method = match code.code_challenge_method.as_str() {
         "plain" => pkce::Method::Plain,
@@ -178,6 +178,10 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
 
     const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -212,13 +216,13 @@ mod tests {
 
     #[test]
     fn a_matching_attempt_redeems() {
-        let now = Utc::now();
+        let now = t0();
         assert_eq!(consume(&record(now), &attempt(), now), Consume::Redeem);
     }
 
     #[test]
     fn every_binding_is_checked() {
-        let now = Utc::now();
+        let now = t0();
         let code = record(now);
         let cases = [
             (CodeConsume { client_id: "other".into(), ..attempt() }, InvalidGrant::ClientMismatch),
@@ -239,14 +243,14 @@ mod tests {
 
     #[test]
     fn expiry_is_checked_at_the_deadline() {
-        let now = Utc::now();
+        let now = t0();
         let code = record(now);
         assert_eq!(consume(&code, &attempt(), now + Duration::seconds(60)), Consume::Burn(InvalidGrant::Expired));
     }
 
     #[test]
     fn replay_wins_over_everything_else() {
-        let now = Utc::now();
+        let now = t0();
         let code = CodeRecord { consumed_at: Some(now), ..record(now) };
         let late = now + Duration::seconds(3600);
         assert_eq!(consume(&code, &CodeConsume { client_id: "x".into(), ..attempt() }, late), Consume::Replay);

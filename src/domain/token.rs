@@ -267,6 +267,10 @@ pub fn info(token: TokenRecord) -> TokenInfo {
 mod tests {
     use super::*;
 
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
     fn token(now: DateTime<Utc>, status: Status) -> TokenRecord {
         TokenRecord {
             hash: "h1".into(),
@@ -304,7 +308,7 @@ mod tests {
 
     #[test]
     fn an_active_token_rotates_and_may_narrow_but_not_widen_scope() {
-        let now = Utc::now();
+        let now = t0();
         let policy = Policy::default();
         let t = token(now, Status::Active);
         let f = family("h1");
@@ -324,14 +328,14 @@ mod tests {
     // RFC 9700 §4.14.2: reuse of a rotated refresh token revokes the family.
     #[test]
     fn reuse_in_strict_mode_is_detected_even_in_the_same_instant() {
-        let now = Utc::now();
+        let now = t0();
         let t = token(now, Status::Rotated);
         assert_eq!(rotation(Some(&t), Some(&family("h2")), &req(), &Policy::default(), now), Rotation::ReuseDetected);
     }
 
     #[test]
     fn reuse_inside_the_grace_window_reissues_only_while_the_successor_is_unused() {
-        let now = Utc::now();
+        let now = t0();
         let policy = Policy { rotation_grace_secs: 10, ..Policy::default() };
         let t = token(now, Status::Rotated);
         let later = now + Duration::seconds(5);
@@ -350,7 +354,7 @@ mod tests {
 
     #[test]
     fn wrong_client_expired_and_revoked_tokens_are_refused_without_change() {
-        let now = Utc::now();
+        let now = t0();
         let policy = Policy::default();
         let t = token(now, Status::Active);
         let f = family("h1");

@@ -42,10 +42,10 @@ where
 
     fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
         for entry in batch.iter_mut().flatten() {
-            if let BatchEntry::Call(request) = entry {
-                if let Some(wrapped) = wrap(&request.method, request.params.as_deref()) {
-                    request.params = Some(Cow::Owned(wrapped));
-                }
+            if let BatchEntry::Call(request) = entry
+                && let Some(wrapped) = wrap(&request.method, request.params.as_deref())
+            {
+                request.params = Some(Cow::Owned(wrapped));
             }
         }
         self.inner.batch(batch)

@@ -190,10 +190,10 @@ impl Store {
 
 /// Ranks an error by how much it tells us, and maps it.
 fn classify(e: &surrealdb::Error) -> (u8, StoreError) {
-    if e.is_thrown() {
-        if let Some(rejection) = thrown(e.message()) {
-            return (4, rejection);
-        }
+    if e.is_thrown()
+        && let Some(rejection) = thrown(e.message())
+    {
+        return (4, rejection);
     }
     if e.is_already_exists() {
         return (3, StoreError::AlreadyExists);

@@ -68,6 +68,7 @@ fn wait_for_port(port: u16, limit: Duration) {
 }
 
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the child being set up.
