@@ -148,6 +148,17 @@ impl Store {
         self.kind
     }
 
+    /// The database's definitions (tables, fields, indexes) as SurrealDB reports them; equal
+    /// before and after a restart when applying the schema changed nothing.
+    pub async fn schema_definition(&self) -> Result<serde_json::Value, StoreError> {
+        const SQL: &str = "RETURN { db: (INFO FOR DB), client: (INFO FOR TABLE client), \
+            session: (INFO FOR TABLE session), code: (INFO FOR TABLE code), family: (INFO FOR TABLE family), \
+            token: (INFO FOR TABLE token), event: (INFO FOR TABLE event) }";
+        let mut results = self.query(SQL, Vars::new()).await?;
+        let value: Option<serde_json::Value> = results.take(0)?;
+        value.ok_or_else(|| StoreError::Decode("INFO FOR DB returned nothing".into()))
+    }
+
     /// Whether the database answers.
     pub async fn ready(&self) -> bool {
         self.db.query("RETURN true").await.is_ok()

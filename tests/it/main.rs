@@ -10,5 +10,6 @@ mod durability;
 mod errors;
 mod mem;
 mod remote;
+mod schema;
 mod support;
 mod ws;
