@@ -3,13 +3,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
 
+use crate::background::Background;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::hub::Hub;
 use crate::rpc::{self, middleware::ObjectParams};
 use crate::store::Store;
 
@@ -18,6 +21,8 @@ pub struct Application {
     addr: SocketAddr,
     handle: ServerHandle,
     store: Store,
+    background: Background,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -27,11 +32,16 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("opening the database at {:?}", config.store.location))?;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        let hub = Hub::new(config.subscriber_lag_limit, closing_rx);
+        let background = Background::start(store.clone(), clock.clone(), hub.clone(), config.timings).await;
         let cx = Arc::new(rpc::Context {
             store: store.clone(),
             policy: config.policy.clone(),
             clock: clock.clone(),
             started_at: clock.now(),
+            hub,
+            subscriber_send_timeout: config.subscriber_send_timeout,
         });
         let module = rpc::module(cx).context("registering methods")?;
         let server_config = ServerConfig::builder()
@@ -48,7 +58,7 @@ impl Application {
         let addr = server.local_addr().context("reading the bound address")?;
         let handle = server.start(module);
         tracing::info!(%addr, storage = store.kind(), "authstore listening");
-        Ok(Self { addr, handle, store })
+        Ok(Self { addr, handle, store, background, closing })
     }
 
     /// The address actually bound (useful with port 0).
@@ -61,16 +71,22 @@ impl Application {
         &self.store
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish and
-    /// returns.
+    /// Serves until `shutdown` resolves. Then subscriptions are closed with reason `shutdown`
+    /// (and the cursor to resume from), the listener stops accepting, in-flight calls finish,
+    /// the background loops stop, and the store is released.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),
             () = self.handle.clone().stopped() => {}
         }
+        let _ = self.closing.send(true);
+        // Give subscriptions a moment to write their closing notification before the
+        // connections go away.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         // Ignore "already stopped": either way the server is done accepting.
         let _ = self.handle.stop();
         self.handle.stopped().await;
+        self.background.stop().await;
         drop(self.store);
         tracing::info!("stopped");
         Ok(())

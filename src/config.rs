@@ -1,9 +1,11 @@
 //! Command line and environment: every flag has an `AUTHSTORE_*` twin.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::background::Timings;
 use crate::domain::{Lifetime, Policy};
 use crate::store::{Location, StoreConfig};
 
@@ -81,6 +83,19 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: u32,
 
+    /// How long lifecycle events are retained for `since` replays, in seconds.
+    #[arg(long, env = "AUTHSTORE_EVENT_RETENTION_SECS", default_value_t = 86_400)]
+    pub event_retention_secs: u64,
+
+    /// How many events a subscriber may fall behind the live feed before it is closed (it
+    /// resumes with `since`).
+    #[arg(long, env = "AUTHSTORE_SUBSCRIBER_LAG_LIMIT", default_value_t = 4096)]
+    pub subscriber_lag_limit: usize,
+
+    /// Milliseconds a subscriber may leave a notification unread before it is closed.
+    #[arg(long, env = "AUTHSTORE_SUBSCRIBER_SEND_TIMEOUT_MS", default_value_t = 5000)]
+    pub subscriber_send_timeout_ms: u64,
+
     /// Log format.
     #[arg(long, env = "AUTHSTORE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -94,6 +109,9 @@ pub struct Config {
     pub policy: Policy,
     pub max_message_bytes: u32,
     pub max_connections: u32,
+    pub timings: Timings,
+    pub subscriber_lag_limit: usize,
+    pub subscriber_send_timeout: Duration,
 }
 
 impl Config {
@@ -111,6 +129,9 @@ impl Config {
             policy: Policy::default(),
             max_message_bytes: 1024 * 1024,
             max_connections: 1024,
+            timings: Timings::default(),
+            subscriber_lag_limit: 4096,
+            subscriber_send_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -147,6 +168,9 @@ impl TryFrom<&ServeArgs> for Config {
             },
             max_message_bytes: args.max_message_bytes,
             max_connections: args.max_connections,
+            timings: Timings { retention: Duration::from_secs(args.event_retention_secs.max(1)), ..Timings::default() },
+            subscriber_lag_limit: args.subscriber_lag_limit.max(1),
+            subscriber_send_timeout: Duration::from_millis(args.subscriber_send_timeout_ms.max(1)),
         })
     }
 }

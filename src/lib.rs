@@ -13,14 +13,18 @@
 //! - `store`: SurrealDB; the only place that writes SurrealQL. One transaction per change,
 //!   events in the same transaction.
 //! - `rpc`: the `#[rpc]` traits, their handlers and the single error mapping.
+//! - `background`: the expiry scheduler, the event sequencer, the hub's reader, the pruner.
+//! - `hub`: this instance's live event feed, which subscriptions follow.
 //! - `app`: assembles store and server; `config`: flags and env; `telemetry`: logging.
 //! - `clock`, `secret`: time and secrets, each behind one small module.
 
 pub mod app;
+pub mod background;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod hub;
 pub mod rpc;
 pub mod secret;
 pub mod store;

@@ -417,3 +417,48 @@ pub struct ServerStats {
     /// How far behind its deadline the oldest unexpired-but-due record is, in milliseconds.
     pub expiry_lag_ms: u64,
 }
+
+// === Events ===
+
+/// `session.subscribe` / `token.subscribe` params.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Subscribe {
+    /// Only these kinds; all when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Replay every retained event after this cursor, then continue live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// A `session.event` notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEvent {
+    pub cursor: String,
+    /// `expired`, `purged`, `deleted` or `completed`.
+    pub kind: String,
+    pub session_id: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A `token.event` notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenEvent {
+    pub cursor: String,
+    /// `rotated`, `revoked`, `reuse_detected` or `expired`.
+    pub kind: String,
+    pub token_id: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}

@@ -3,7 +3,7 @@
 //!
 //! Every method takes its params as one object (see [`Params`]); `docs/api.md` describes each.
 
-use jsonrpsee::core::RpcResult;
+use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 
 use super::params::Params;
@@ -65,6 +65,10 @@ pub trait SessionApi {
     /// Removes matching sessions (every expired one when unfiltered).
     #[method(name = "purge")]
     async fn purge(&self, params: Params<SessionPurge>) -> RpcResult<Purged>;
+
+    /// Session lifecycle events (`session.event`), replayed from `since` and then live.
+    #[subscription(name = "subscribe" => "event", unsubscribe = "unsubscribe", item = SessionEvent)]
+    async fn subscribe_events(&self, params: Params<Subscribe>) -> SubscriptionResult;
 }
 
 #[rpc(server, client, namespace = "code", namespace_separator = ".")]
@@ -99,6 +103,10 @@ pub trait TokenApi {
     /// Active tokens' metadata, one page at a time.
     #[method(name = "list")]
     async fn list(&self, params: Params<TokenList>) -> RpcResult<Page<TokenInfo>>;
+
+    /// Token lifecycle events (`token.event`), replayed from `since` and then live.
+    #[subscription(name = "subscribe" => "event", unsubscribe = "unsubscribe", item = TokenEvent)]
+    async fn subscribe_events(&self, params: Params<Subscribe>) -> SubscriptionResult;
 }
 
 #[rpc(server, client, namespace = "server", namespace_separator = ".")]

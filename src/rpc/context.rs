@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jsonrpsee::core::RpcResult;
@@ -9,6 +10,7 @@ use jsonrpsee::core::RpcResult;
 use crate::clock::Clock;
 use crate::domain::Policy;
 use crate::error::Error;
+use crate::hub::Hub;
 use crate::store::{Store, StoreError};
 
 /// Shared by all handlers of one server.
@@ -17,6 +19,10 @@ pub struct Context {
     pub policy: Policy,
     pub clock: Arc<dyn Clock>,
     pub started_at: DateTime<Utc>,
+    /// This instance's live event feed.
+    pub hub: Hub,
+    /// How long a subscriber may leave a notification unread before it is closed.
+    pub subscriber_send_timeout: Duration,
 }
 
 impl Context {

@@ -8,6 +8,7 @@ mod clients;
 mod codes;
 mod context;
 pub mod error;
+mod feed;
 pub mod middleware;
 pub mod params;
 mod server;

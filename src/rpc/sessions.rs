@@ -2,14 +2,18 @@
 
 use std::sync::Arc;
 
-use jsonrpsee::core::{RpcResult, async_trait};
+use jsonrpsee::PendingSubscriptionSink;
+use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 
 use super::api::SessionApiServer;
 use super::context::Context;
+use super::feed::{self, Stream};
 use super::params::Params;
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
-use crate::types::{Deleted, Page, Purged, Session, SessionList, SessionPurge, SessionPut, SessionRef, SessionUpdate};
+use crate::types::{
+    Deleted, Page, Purged, Session, SessionList, SessionPurge, SessionPut, SessionRef, SessionUpdate, Subscribe,
+};
 
 pub struct SessionRpc {
     pub(super) cx: Arc<Context>,
@@ -69,6 +73,15 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let purged = self.cx.run(move |cx| async move { cx.store.session_purge(&filter, now).await }).await?;
         Ok(Purged { purged })
+    }
+
+    /// Handler for `session.subscribe`.
+    async fn subscribe_events(
+        &self,
+        pending: PendingSubscriptionSink,
+        params: Params<Subscribe>,
+    ) -> SubscriptionResult {
+        feed::serve(self.cx.clone(), pending, params, Stream::Session).await
     }
 }
 

@@ -2,14 +2,18 @@
 
 use std::sync::Arc;
 
-use jsonrpsee::core::{RpcResult, async_trait};
+use jsonrpsee::PendingSubscriptionSink;
+use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 
 use super::api::TokenApiServer;
 use super::context::Context;
+use super::feed::{self, Stream};
 use super::params::Params;
 use crate::domain::{cursor, token, validate};
 use crate::store::TokenFilter;
-use crate::types::{IssuedToken, Page, Revoked, TokenInfo, TokenIssue, TokenList, TokenRef, TokenRevoke, TokenRotate};
+use crate::types::{
+    IssuedToken, Page, Revoked, Subscribe, TokenInfo, TokenIssue, TokenList, TokenRef, TokenRevoke, TokenRotate,
+};
 
 pub struct TokenRpc {
     pub(super) cx: Arc<Context>,
@@ -66,5 +70,14 @@ impl TokenApiServer for TokenRpc {
         let rows = self.cx.run(move |cx| async move { cx.store.token_list(&filter, after, limit, now).await }).await?;
         let (items, next_cursor) = cursor::page(rows, limit, |t| &t.token_id);
         Ok(Page { items, next_cursor })
+    }
+
+    /// Handler for `token.subscribe`.
+    async fn subscribe_events(
+        &self,
+        pending: PendingSubscriptionSink,
+        params: Params<Subscribe>,
+    ) -> SubscriptionResult {
+        feed::serve(self.cx.clone(), pending, params, Stream::Token).await
     }
 }

@@ -42,7 +42,7 @@ impl Store {
             let complete_session = if pending.is_some() {
                 "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \
                  IF $s = NONE { THROW 'authstore:retry' }; \
-                 CREATE event CONTENT { stream: 'session', kind: 'completed', at: $now, session_id: $s.session_id, \
+                 CREATE outbox CONTENT { stream: 'session', kind: 'completed', at: $now, ts: time::now(), session_id: $s.session_id, \
                     client_id: $s.client_id, user_id: $user_id, expires_at: $s.expires_at };"
             } else {
                 ""

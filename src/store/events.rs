@@ -1,11 +1,12 @@
 //! SurrealQL fragments that write lifecycle events, and the revocation that emits most of
-//! them. They are spliced into the transaction of the change they report; they reference only
-//! bound parameters (`$now`, `$reason`, ...), never caller text.
+//! them. They are spliced into the transaction of the change they report and write to the
+//! `outbox`, from which the sequencer (`feed.rs`) assigns cursors. They reference only bound
+//! parameters (`$now`, `$reason`, ...), never caller text.
 
 /// Emits a session event of kind `$kind` for the session row bound to `var` (e.g. `$s`).
 pub(super) fn session_event(kind: &str, var: &str) -> String {
     format!(
-        "CREATE event CONTENT {{ stream: 'session', kind: '{kind}', at: $now, session_id: {var}.session_id, \
+        "CREATE outbox CONTENT {{ stream: 'session', kind: '{kind}', at: $now, ts: time::now(), session_id: {var}.session_id, \
          client_id: {var}.client_id, user_id: {var}.user_id, expires_at: {var}.expires_at }};"
     )
 }
@@ -14,7 +15,7 @@ pub(super) fn session_event(kind: &str, var: &str) -> String {
 /// SurrealQL expression).
 pub(super) fn token_event(kind: &str, var: &str, reason: &str) -> String {
     format!(
-        "CREATE event CONTENT {{ stream: 'token', kind: '{kind}', at: $now, token_id: {var}.token_id, \
+        "CREATE outbox CONTENT {{ stream: 'token', kind: '{kind}', at: $now, ts: time::now(), token_id: {var}.token_id, \
          grant_id: {var}.grant_id, client_id: {var}.client_id, user_id: {var}.user_id, reason: {reason} }};"
     )
 }

@@ -9,6 +9,8 @@ mod clients;
 mod codes;
 mod error;
 mod events;
+mod expiry;
+mod feed;
 mod schema;
 mod sessions;
 mod stats;
@@ -16,6 +18,7 @@ mod tokens;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -23,8 +26,11 @@ use surrealdb::engine::any::{self, Any};
 use surrealdb::opt::auth::Root;
 use surrealdb::types::{Object, QueryError, RecordId, SurrealValue};
 use surrealdb::{IndexedResults, Surreal};
+use tokio::sync::Notify;
 
 pub use error::StoreError;
+pub use expiry::ExpiryPass;
+pub use feed::{EventRecord, LogBounds};
 pub use sessions::SessionFilter;
 pub use tokens::TokenFilter;
 
@@ -118,6 +124,9 @@ impl fmt::Debug for StoreConfig {
 pub struct Store {
     db: Surreal<Any>,
     kind: &'static str,
+    /// Woken after every committed transaction that wrote to the outbox, so the sequencer
+    /// runs at once instead of at its next tick.
+    outbox_written: Arc<Notify>,
 }
 
 impl fmt::Debug for Store {
@@ -138,9 +147,14 @@ impl Store {
             db.signin(Root { username: username.clone(), password: password.clone() }).await?;
         }
         db.use_ns(config.namespace.clone()).use_db(config.database.clone()).await?;
-        let store = Store { db, kind: config.location.kind() };
+        let store = Store { db, kind: config.location.kind(), outbox_written: Arc::new(Notify::new()) };
         schema::apply(&store).await?;
         Ok(store)
+    }
+
+    /// Resolves after the next transaction that wrote events commits.
+    pub fn outbox_written(&self) -> Arc<Notify> {
+        self.outbox_written.clone()
     }
 
     /// `surrealkv`, `mem` or `ws`.
@@ -153,7 +167,8 @@ impl Store {
     pub async fn schema_definition(&self) -> Result<serde_json::Value, StoreError> {
         const SQL: &str = "RETURN { db: (INFO FOR DB), client: (INFO FOR TABLE client), \
             session: (INFO FOR TABLE session), code: (INFO FOR TABLE code), family: (INFO FOR TABLE family), \
-            token: (INFO FOR TABLE token), event: (INFO FOR TABLE event) }";
+            token: (INFO FOR TABLE token), outbox: (INFO FOR TABLE outbox), event: (INFO FOR TABLE event), \
+            sequencer: (INFO FOR TABLE sequencer) }";
         let mut results = self.query(SQL, Vars::new()).await?;
         let value: Option<serde_json::Value> = results.take(0)?;
         value.ok_or_else(|| StoreError::Decode("INFO FOR DB returned nothing".into()))
@@ -169,6 +184,10 @@ impl Store {
         let mut results = self.db.query(sql).bind(vars.0).await?;
         let errors = results.take_errors();
         if errors.is_empty() {
+            // Every fragment that emits an event writes `CREATE outbox`.
+            if sql.contains("CREATE outbox") {
+                self.outbox_written.notify_one();
+            }
             return Ok(results);
         }
         // A failed transaction reports the cause in one slot and "not executed" in the

@@ -7,7 +7,11 @@ const FILES: &[(&str, &str)] = &[("001_tables.surql", include_str!("../../schema
 
 pub(super) async fn apply(store: &Store) -> Result<(), StoreError> {
     for (name, sql) in FILES {
-        store.query(sql, Vars::new()).await.map_err(|e| StoreError::Database(format!("schema {name}: {e}")))?;
+        // Instances starting together on one server can conflict on catalog writes: retry.
+        store
+            .retrying(|| store.query(sql, Vars::new()))
+            .await
+            .map_err(|e| StoreError::Database(format!("schema {name}: {e}")))?;
     }
     Ok(())
 }

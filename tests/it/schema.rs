@@ -27,7 +27,9 @@ fn a_second_start_on_the_same_data_changes_no_definition() {
         let second = store.schema_definition().await.expect("definition");
         assert_eq!(first, second);
         let text = second.to_string();
-        for index in ["session_expires", "token_grant", "token_id", "code_expires", "family_client", "event_at"] {
+        for index in
+            ["session_expires", "token_grant", "token_id", "code_expires", "family_client", "event_seq", "outbox_ts"]
+        {
             assert!(text.contains(index), "index {index} is defined: {text}");
         }
     });

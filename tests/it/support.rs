@@ -8,8 +8,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use authstore::Application;
+use authstore::background::Timings;
 use authstore::clock::{Clock, ManualClock, SystemClock};
 use authstore::config::Config;
 use authstore::domain::Policy;
@@ -58,11 +60,31 @@ pub struct Options {
     pub backend: Backend,
     /// Use the real clock instead of a manual one.
     pub real_clock: bool,
+    /// Background timings. By default the expiry scheduler is idle (one pass an hour), so
+    /// tests of TTL-at-read see expired records still stored; tests of on-time expiry use
+    /// [`Options::live_expiry`].
+    pub timings: Timings,
+    pub subscriber_lag_limit: usize,
+    pub subscriber_send_timeout: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { policy: Policy::default(), backend: Backend::Memory, real_clock: false }
+        Options {
+            policy: Policy::default(),
+            backend: Backend::Memory,
+            real_clock: false,
+            timings: Timings { expiry_tick: Duration::from_secs(3600), ..Timings::default() },
+            subscriber_lag_limit: 4096,
+            subscriber_send_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Options {
+    /// The expiry scheduler at its production pace.
+    pub fn live_expiry(backend: Backend) -> Self {
+        Options { backend, timings: Timings::default(), ..Options::default() }
     }
 }
 
@@ -83,6 +105,9 @@ impl TestApp {
         let app_clock: Arc<dyn Clock> = if options.real_clock { Arc::new(SystemClock) } else { clock.clone() };
         let mut config = Config::ephemeral();
         config.policy = options.policy;
+        config.timings = options.timings;
+        config.subscriber_lag_limit = options.subscriber_lag_limit;
+        config.subscriber_send_timeout = options.subscriber_send_timeout;
         if let Backend::Remote { url, user, pass, database } = options.backend {
             config.store = StoreConfig {
                 location: Location::Remote(url),

@@ -10,6 +10,8 @@ mod clients;
 mod codes;
 #[path = "methods/concurrency.rs"]
 mod concurrency;
+#[path = "methods/events.rs"]
+mod events;
 #[path = "methods/sessions.rs"]
 mod sessions;
 #[path = "methods/tokens.rs"]

@@ -1,0 +1,231 @@
+//! Subscriptions: replay from a cursor, then follow the hub, with no gap and no duplicate.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee::core::{SubscriptionError, SubscriptionResult};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionMessage, SubscriptionSink};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::context::Context;
+use super::params::Params;
+use crate::domain::validate;
+use crate::error::Error;
+use crate::store::EventRecord;
+use crate::types::{SessionEvent, Subscribe, TokenEvent};
+
+/// Which of the two event streams a subscription follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Session,
+    Token,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Session => "session",
+            Stream::Token => "token",
+        }
+    }
+
+    fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Stream::Session => &["expired", "purged", "deleted", "completed"],
+            Stream::Token => &["rotated", "revoked", "reuse_detected", "expired"],
+        }
+    }
+
+    /// The notification payload for an event of this stream.
+    fn message(self, sink: &SubscriptionSink, e: &EventRecord) -> Result<SubscriptionMessage, serde_json::Error> {
+        let cursor = e.seq.to_string();
+        let blank = String::new;
+        match self {
+            Stream::Session => notification(
+                sink,
+                &SessionEvent {
+                    cursor,
+                    kind: e.kind.clone(),
+                    session_id: e.session_id.clone().unwrap_or_else(blank),
+                    client_id: e.client_id.clone().unwrap_or_else(blank),
+                    user_id: e.user_id.clone(),
+                    at: e.at,
+                    expires_at: e.expires_at,
+                },
+            ),
+            Stream::Token => notification(
+                sink,
+                &TokenEvent {
+                    cursor,
+                    kind: e.kind.clone(),
+                    token_id: e.token_id.clone().unwrap_or_else(blank),
+                    grant_id: e.grant_id.clone().unwrap_or_else(blank),
+                    client_id: e.client_id.clone().unwrap_or_else(blank),
+                    user_id: e.user_id.clone().unwrap_or_else(blank),
+                    reason: e.reason.clone(),
+                    at: e.at,
+                },
+            ),
+        }
+    }
+}
+
+fn notification(sink: &SubscriptionSink, item: &impl Serialize) -> Result<SubscriptionMessage, serde_json::Error> {
+    SubscriptionMessage::new(sink.method_name(), sink.subscription_id(), item)
+}
+
+/// A validated subscription request.
+struct Filter {
+    stream: Stream,
+    kinds: Option<HashSet<String>>,
+    client_id: Option<String>,
+    user_id: Option<String>,
+    since: Option<i64>,
+}
+
+impl Filter {
+    fn parse(p: Subscribe, stream: Stream) -> Result<Self, Error> {
+        let kinds = match p.kinds {
+            None => None,
+            Some(kinds) => {
+                if let Some(bad) = kinds.iter().find(|k| !stream.kinds().contains(&k.as_str())) {
+                    return Err(Error::invalid("kinds", format!("{bad:?} is not a {} event kind", stream.name())));
+                }
+                Some(kinds.into_iter().collect())
+            }
+        };
+        if let Some(client_id) = &p.client_id {
+            validate::id("client_id", client_id)?;
+        }
+        if let Some(user_id) = &p.user_id {
+            validate::user_id("user_id", user_id)?;
+        }
+        let since = p
+            .since
+            .map(|s| s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| Error::invalid("since", "not a cursor")))
+            .transpose()?;
+        Ok(Filter { stream, kinds, client_id: p.client_id, user_id: p.user_id, since })
+    }
+
+    fn matches(&self, e: &EventRecord) -> bool {
+        e.stream == self.stream.name()
+            && self.kinds.as_ref().is_none_or(|k| k.contains(&e.kind))
+            && self.client_id.as_ref().is_none_or(|c| e.client_id.as_ref() == Some(c))
+            && self.user_id.as_ref().is_none_or(|u| e.user_id.as_ref() == Some(u))
+    }
+}
+
+/// How many events one replay read fetches.
+const REPLAY_BATCH: usize = 256;
+
+/// Serves one subscription until the client leaves, the server shuts down, or the subscriber
+/// is too slow; the last two close it with a reason and the cursor to resume from.
+pub(super) async fn serve(
+    cx: Arc<Context>,
+    pending: PendingSubscriptionSink,
+    params: Params<Subscribe>,
+    stream: Stream,
+) -> SubscriptionResult {
+    let filter = match params.into_inner().and_then(|p| Filter::parse(p, stream)) {
+        Ok(filter) => filter,
+        Err(e) => {
+            pending.reject(ErrorObjectOwned::from(e)).await;
+            return Ok(());
+        }
+    };
+    // Subscribe to the live feed before reading history, so nothing falls in between.
+    let mut live = cx.hub.subscribe();
+    let mut closing = cx.hub.closing();
+    let bounds = match cx.store.log_bounds().await {
+        Ok(bounds) => bounds,
+        Err(e) => {
+            pending.reject(ErrorObjectOwned::from(Error::from(e))).await;
+            return Ok(());
+        }
+    };
+    let mut cursor = match filter.since {
+        None => bounds.head,
+        Some(since) if since > bounds.head => {
+            pending.reject(ErrorObjectOwned::from(Error::invalid("since", "is ahead of the event log"))).await;
+            return Ok(());
+        }
+        Some(since) => {
+            // Events after `since` must all still be retained.
+            let first_missing = bounds.oldest.unwrap_or(bounds.head + 1);
+            if since + 1 < first_missing {
+                let oldest = (first_missing - 1).to_string();
+                pending.reject(ErrorObjectOwned::from(Error::CursorExpired { oldest })).await;
+                return Ok(());
+            }
+            since
+        }
+    };
+    let sink = pending.accept().await?;
+    let send_timeout = cx.subscriber_send_timeout;
+
+    // Replay what was retained after the cursor.
+    loop {
+        let batch = cx.store.events_after(cursor, REPLAY_BATCH).await.map_err(|e| closed("unavailable", cursor, &e))?;
+        let full = batch.len() == REPLAY_BATCH;
+        for event in batch {
+            deliver(&sink, &filter, &event, cursor, send_timeout).await?;
+            cursor = event.seq;
+        }
+        if !full {
+            break;
+        }
+    }
+
+    // Then follow the live feed, skipping what the replay already covered.
+    loop {
+        tokio::select! {
+            () = sink.closed() => return Ok(()),
+            _ = closing.changed() => return Err(closed("shutdown", cursor, &"the server is shutting down")),
+            received = live.recv() => match received {
+                Ok(event) if event.seq <= cursor => {}
+                Ok(event) => {
+                    deliver(&sink, &filter, &event, cursor, send_timeout).await?;
+                    cursor = event.seq;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    return Err(closed("lagged", cursor, &"the subscriber fell too far behind"));
+                }
+                Err(RecvError::Closed) => return Err(closed("shutdown", cursor, &"the event feed stopped")),
+            },
+        }
+    }
+}
+
+/// Sends one event if it matches; a subscriber that does not take it within `timeout` is
+/// closed, so it can never hold anything else up.
+async fn deliver(
+    sink: &SubscriptionSink,
+    filter: &Filter,
+    event: &EventRecord,
+    cursor: i64,
+    timeout: Duration,
+) -> Result<(), SubscriptionError> {
+    if !filter.matches(event) {
+        return Ok(());
+    }
+    let message = filter.stream.message(sink, event).map_err(|e| closed("unavailable", cursor, &e))?;
+    sink.send_timeout(message, timeout)
+        .await
+        .map_err(|_| closed("slow_consumer", cursor, &"the subscriber stopped reading"))
+}
+
+/// The error notification that ends a subscription: why, and the cursor to resume after.
+fn closed(reason: &str, cursor: i64, detail: &dyn std::fmt::Display) -> SubscriptionError {
+    if reason == "unavailable" {
+        tracing::warn!(error = %detail, "subscription ended by a storage failure");
+    }
+    let body = json!({ "reason": reason, "cursor": cursor.to_string(), "message": detail.to_string() });
+    match serde_json::value::to_raw_value(&body) {
+        Ok(raw) => SubscriptionError::from_json(raw),
+        Err(_) => SubscriptionError::from(reason),
+    }
+}

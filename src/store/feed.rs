@@ -1,0 +1,114 @@
+//! The event log: sequencing the outbox into cursors, reading after a cursor, pruning.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Store, StoreError, Vars, take_all, take_one, take_returned};
+
+/// A sequenced lifecycle event as stored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub stream: String,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub session_id: Option<String>,
+    pub token_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    pub reason: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The retained range of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct LogBounds {
+    /// The last cursor handed out (0 before the first event).
+    pub head: i64,
+    /// The oldest retained event's cursor, if any is retained.
+    pub oldest: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pending {
+    key: String,
+}
+
+impl Store {
+    /// Moves up to `limit` outbox rows into the event log, giving them consecutive cursors in
+    /// the order they became visible (database time of the change breaks ties). Returns how
+    /// many were sequenced. Sequencers on several instances conflict on the sequencer record,
+    /// so cursors are never handed out twice.
+    pub async fn sequence_pending(&self, limit: usize, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.retrying(|| async {
+            const READ: &str = "BEGIN; \
+                (SELECT VALUE next FROM ONLY sequencer:events) ?? 1; \
+                SELECT record::id(id) AS key FROM outbox ORDER BY ts, id LIMIT $limit; \
+                COMMIT;";
+            let mut results = self.query(READ, Vars::new().set("limit", limit as i64)).await?;
+            let first: i64 = take_one(&mut results, 1)?.unwrap_or(1);
+            let pending: Vec<Pending> = take_all(&mut results, 2)?;
+            if pending.is_empty() {
+                return Ok(0);
+            }
+            let items: Vec<serde_json::Value> = pending
+                .iter()
+                .enumerate()
+                .map(|(i, p)| json!({ "key": p.key, "seq": first + i as i64 }))
+                .collect();
+            const WRITE: &str = "BEGIN; \
+                IF ((SELECT VALUE next FROM ONLY sequencer:events) ?? 1) != $first { THROW 'authstore:retry' }; \
+                UPSERT sequencer:events SET next = $next; \
+                FOR $item IN $items { \
+                    LET $o = (SELECT * FROM ONLY type::record('outbox', $item.key)); \
+                    IF $o = NONE { THROW 'authstore:retry' }; \
+                    CREATE type::record('event', $item.seq) CONTENT { seq: $item.seq, stream: $o.stream, kind: $o.kind, \
+                        at: $o.at, session_id: $o.session_id, token_id: $o.token_id, grant_id: $o.grant_id, \
+                        client_id: $o.client_id, user_id: $o.user_id, reason: $o.reason, expires_at: $o.expires_at, \
+                        sequenced_at: $now }; \
+                    DELETE type::record('outbox', $item.key); \
+                }; \
+                COMMIT;";
+            let count = items.len();
+            let vars = Vars::new()
+                .set("first", first)
+                .set("next", first + count as i64)
+                .set("items", serde_json::Value::Array(items))
+                .set("now", now);
+            self.query(WRITE, vars).await?;
+            Ok(count)
+        })
+        .await
+    }
+
+    /// Up to `limit` events with a cursor greater than `after`, in cursor order.
+    pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        const SQL: &str = "SELECT * FROM event WHERE seq > $after ORDER BY seq LIMIT $limit";
+        let vars = Vars::new().set("after", after).set("limit", limit as i64);
+        take_all(&mut self.query(SQL, vars).await?, 0)
+    }
+
+    /// The newest cursor handed out and the oldest one still retained.
+    pub async fn log_bounds(&self) -> Result<LogBounds, StoreError> {
+        const SQL: &str = "BEGIN; RETURN { \
+            head: ((SELECT VALUE next FROM ONLY sequencer:events) ?? 1) - 1, \
+            oldest: (SELECT VALUE seq FROM event ORDER BY seq LIMIT 1)[0] }; COMMIT;";
+        let bounds: Option<LogBounds> = take_returned(&mut self.query(SQL, Vars::new()).await?)?;
+        bounds.ok_or_else(|| StoreError::Decode("no log bounds".into()))
+    }
+
+    /// Drops up to `limit` events sequenced before `before`; returns how many.
+    pub async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        const SQL: &str = "BEGIN; \
+            LET $old = (SELECT VALUE id FROM event WHERE sequenced_at < $before ORDER BY sequenced_at LIMIT $limit); \
+            DELETE $old; \
+            RETURN array::len($old); \
+            COMMIT;";
+        let vars = Vars::new().set("before", before).set("limit", limit as i64);
+        let pruned: Option<usize> =
+            self.retrying(|| async { take_returned(&mut self.query(SQL, vars.clone()).await?) }).await?;
+        Ok(pruned.unwrap_or(0))
+    }
+}
