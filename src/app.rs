@@ -48,13 +48,15 @@ impl Application {
             .max_request_body_size(config.max_message_bytes)
             .max_response_body_size(config.max_message_bytes)
             .max_connections(config.max_connections)
+            .set_message_buffer_capacity(config.connection_buffer.max(1))
             .build();
+        let listener =
+            bind(config.listen, config.socket_send_buffer).with_context(|| format!("binding {}", config.listen))?;
         let server = Server::builder()
             .set_config(server_config)
             .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(ObjectParams::new))
-            .build(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+            .build_from_tcp(listener)
+            .with_context(|| format!("serving on {}", config.listen))?;
         let addr = server.local_addr().context("reading the bound address")?;
         let handle = server.start(module);
         tracing::info!(%addr, storage = store.kind(), "authstore listening");
@@ -91,4 +93,15 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds the listener. Accepted connections inherit its send buffer size when one is set.
+fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }

@@ -87,14 +87,24 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_EVENT_RETENTION_SECS", default_value_t = 86_400)]
     pub event_retention_secs: u64,
 
-    /// How many events a subscriber may fall behind the live feed before it is closed (it
-    /// resumes with `since`).
+    /// How many live events the feed keeps for subscribers; one that falls further behind
+    /// catches up from the database instead.
     #[arg(long, env = "AUTHSTORE_SUBSCRIBER_LAG_LIMIT", default_value_t = 4096)]
     pub subscriber_lag_limit: usize,
 
     /// Milliseconds a subscriber may leave a notification unread before it is closed.
     #[arg(long, env = "AUTHSTORE_SUBSCRIBER_SEND_TIMEOUT_MS", default_value_t = 5000)]
     pub subscriber_send_timeout_ms: u64,
+
+    /// Messages (responses and notifications) queued per connection before a subscriber
+    /// counts as not reading.
+    #[arg(long, env = "AUTHSTORE_CONNECTION_BUFFER", default_value_t = 1024)]
+    pub connection_buffer: u32,
+
+    /// Kernel send buffer per connection, in bytes (default: the OS's autotuning). Bounds the
+    /// memory a client that stops reading can pin.
+    #[arg(long, env = "AUTHSTORE_SOCKET_SEND_BUFFER")]
+    pub socket_send_buffer: Option<u32>,
 
     /// Log format.
     #[arg(long, env = "AUTHSTORE_LOG_FORMAT", value_enum, default_value = "text")]
@@ -112,6 +122,8 @@ pub struct Config {
     pub timings: Timings,
     pub subscriber_lag_limit: usize,
     pub subscriber_send_timeout: Duration,
+    pub connection_buffer: u32,
+    pub socket_send_buffer: Option<u32>,
 }
 
 impl Config {
@@ -132,6 +144,8 @@ impl Config {
             timings: Timings::default(),
             subscriber_lag_limit: 4096,
             subscriber_send_timeout: Duration::from_secs(5),
+            connection_buffer: 1024,
+            socket_send_buffer: None,
         }
     }
 }
@@ -171,6 +185,8 @@ impl TryFrom<&ServeArgs> for Config {
             timings: Timings { retention: Duration::from_secs(args.event_retention_secs.max(1)), ..Timings::default() },
             subscriber_lag_limit: args.subscriber_lag_limit.max(1),
             subscriber_send_timeout: Duration::from_millis(args.subscriber_send_timeout_ms.max(1)),
+            connection_buffer: args.connection_buffer.max(1),
+            socket_send_buffer: args.socket_send_buffer,
         })
     }
 }

@@ -3,8 +3,8 @@
 //! One reader follows the database's event log in cursor order and broadcasts each event to
 //! this instance's subscribers. It reads events sequenced by any instance, so a subscriber here
 //! sees changes made through every instance sharing the database. A subscriber that falls
-//! behind by more than the channel's capacity is told so (`Lagged`) and is closed; the writers
-//! never wait for it.
+//! behind by more than the channel's capacity is told so (`Lagged`) and catches up from the
+//! database; the writers never wait for anyone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -32,7 +32,7 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub whose subscribers may fall `capacity` events behind before being closed.
+    /// A hub that keeps the last `capacity` events for subscribers that are behind.
     pub fn new(capacity: usize, closing: watch::Receiver<bool>) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
         Hub { sender, position: Arc::new(AtomicI64::new(0)), wake: Arc::new(Notify::new()), closing }

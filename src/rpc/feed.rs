@@ -167,35 +167,37 @@ pub(super) async fn serve(
     let sink = pending.accept().await?;
     let send_timeout = cx.subscriber_send_timeout;
 
-    // Replay what was retained after the cursor.
     loop {
-        let batch = cx.store.events_after(cursor, REPLAY_BATCH).await.map_err(|e| closed("unavailable", cursor, &e))?;
-        let full = batch.len() == REPLAY_BATCH;
-        for event in batch {
-            deliver(&sink, &filter, &event, cursor, send_timeout).await?;
-            cursor = event.seq;
+        // Catch up from the log: everything retained after the cursor.
+        loop {
+            let batch =
+                cx.store.events_after(cursor, REPLAY_BATCH).await.map_err(|e| closed("unavailable", cursor, &e))?;
+            let full = batch.len() == REPLAY_BATCH;
+            for event in batch {
+                deliver(&sink, &filter, &event, cursor, send_timeout).await?;
+                cursor = event.seq;
+            }
+            if !full {
+                break;
+            }
         }
-        if !full {
-            break;
-        }
-    }
-
-    // Then follow the live feed, skipping what the replay already covered.
-    loop {
-        tokio::select! {
-            () = sink.closed() => return Ok(()),
-            _ = closing.changed() => return Err(closed("shutdown", cursor, &"the server is shutting down")),
-            received = live.recv() => match received {
-                Ok(event) if event.seq <= cursor => {}
-                Ok(event) => {
-                    deliver(&sink, &filter, &event, cursor, send_timeout).await?;
-                    cursor = event.seq;
-                }
-                Err(RecvError::Lagged(_)) => {
-                    return Err(closed("lagged", cursor, &"the subscriber fell too far behind"));
-                }
-                Err(RecvError::Closed) => return Err(closed("shutdown", cursor, &"the event feed stopped")),
-            },
+        // Then follow the live feed, skipping what the log already delivered. A subscriber
+        // that falls behind the feed (a burst larger than the hub keeps) goes back to the log;
+        // only one that stops reading is closed.
+        loop {
+            tokio::select! {
+                () = sink.closed() => return Ok(()),
+                _ = closing.changed() => return Err(closed("shutdown", cursor, &"the server is shutting down")),
+                received = live.recv() => match received {
+                    Ok(event) if event.seq <= cursor => {}
+                    Ok(event) => {
+                        deliver(&sink, &filter, &event, cursor, send_timeout).await?;
+                        cursor = event.seq;
+                    }
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return Err(closed("shutdown", cursor, &"the event feed stopped")),
+                },
+            }
         }
     }
 }

@@ -8,8 +8,11 @@
 
 mod durability;
 mod errors;
+mod instances;
 mod mem;
 mod remote;
+mod scheduler;
 mod schema;
+mod slow;
 mod support;
 mod ws;

@@ -66,6 +66,8 @@ pub struct Options {
     pub timings: Timings,
     pub subscriber_lag_limit: usize,
     pub subscriber_send_timeout: Duration,
+    pub connection_buffer: u32,
+    pub socket_send_buffer: Option<u32>,
 }
 
 impl Default for Options {
@@ -77,6 +79,8 @@ impl Default for Options {
             timings: Timings { expiry_tick: Duration::from_secs(3600), ..Timings::default() },
             subscriber_lag_limit: 4096,
             subscriber_send_timeout: Duration::from_secs(5),
+            connection_buffer: 1024,
+            socket_send_buffer: None,
         }
     }
 }
@@ -108,6 +112,8 @@ impl TestApp {
         config.timings = options.timings;
         config.subscriber_lag_limit = options.subscriber_lag_limit;
         config.subscriber_send_timeout = options.subscriber_send_timeout;
+        config.connection_buffer = options.connection_buffer;
+        config.socket_send_buffer = options.socket_send_buffer;
         if let Backend::Remote { url, user, pass, database } = options.backend {
             config.store = StoreConfig {
                 location: Location::Remote(url),

@@ -1,0 +1,112 @@
+//! A subscriber that stops reading never slows the writers or other subscribers: it is closed
+//! with a reason and the cursor to resume from, and resuming from there misses nothing.
+
+use std::time::Duration;
+
+use authstore::rpc::api::SessionApiClient;
+use authstore::types::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Options, REDIRECT, TestApp};
+
+const ROUNDS: usize = 10;
+const PER_ROUND: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_subscriber_is_closed_and_resumes_while_writers_and_others_carry_on() {
+    let app = TestApp::spawn_with(Options {
+        subscriber_lag_limit: 64,
+        subscriber_send_timeout: Duration::from_millis(300),
+        connection_buffer: 16,
+        socket_send_buffer: Some(8192),
+        ..Options::default()
+    })
+    .await;
+    app.register_client("app").await;
+
+    // The stalled subscriber: a raw socket with a tiny receive buffer that stops reading
+    // right after its subscription is confirmed.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(app.ws_url(), stream).await.unwrap();
+    let subscribe = r#"{"jsonrpc":"2.0","id":1,"method":"session.subscribe","params":{}}"#;
+    stalled.send(Message::text(subscribe)).await.unwrap();
+    let confirmed = stalled.next().await.unwrap().unwrap();
+    assert!(confirmed.to_text().unwrap().contains("\"result\""), "{confirmed}");
+
+    // A healthy subscriber on another connection.
+    let healthy = app.connect().await;
+    let mut follower = SessionApiClient::subscribe_events(&healthy, Subscribe::default().into()).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < ROUNDS * PER_ROUND {
+            match tokio::time::timeout(Duration::from_secs(60), follower.next()).await {
+                Ok(Some(Ok(event))) => seen.push(event),
+                other => panic!("healthy subscriber stopped after {}: {other:?}", seen.len()),
+            }
+        }
+        seen
+    });
+
+    // The writers: every round stores sessions and purges them, one event per session.
+    let writer = app.connect().await;
+    let started = std::time::Instant::now();
+    for round in 0..ROUNDS {
+        for i in 0..PER_ROUND {
+            let put = SessionPut {
+                id: Some(format!("r{round:02}-{i:03}")),
+                client_id: "app".into(),
+                redirect_uri: REDIRECT.into(),
+                user_id: Some(format!("round-{round}")),
+                ..Default::default()
+            };
+            writer.put(put.into()).await.unwrap();
+        }
+        let purged = writer
+            .purge(SessionPurge { user_id: Some(format!("round-{round}")), ..Default::default() }.into())
+            .await
+            .unwrap();
+        assert_eq!(purged.purged as usize, PER_ROUND);
+    }
+    let writing = started.elapsed();
+    let seen = reader.await.unwrap();
+    assert_eq!(seen.len(), ROUNDS * PER_ROUND, "the healthy subscriber got every event");
+    eprintln!("slow consumer: {} events written in {writing:?} while one subscriber stalled", seen.len());
+
+    // Now the stalled subscriber reads: what it was sent, then the closing notice.
+    let mut delivered = Vec::new();
+    let closing = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), stalled.next())
+            .await
+            .expect("the closing notice arrives")
+            .expect("socket open")
+            .unwrap();
+        let Message::Text(text) = frame else { continue };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        if let Some(error) = value["params"].get("error") {
+            break error.clone();
+        }
+        delivered.push(value["params"]["result"]["cursor"].as_str().unwrap().to_string());
+    };
+    let reason = closing["reason"].as_str().unwrap();
+    assert!(matches!(reason, "slow_consumer" | "lagged"), "{closing}");
+    let resume = closing["cursor"].as_str().unwrap().to_string();
+    assert_eq!(delivered.last().map(String::as_str).unwrap_or("0"), resume, "resume after the last delivered event");
+    assert!(delivered.len() < seen.len(), "the stalled subscriber was cut off early");
+
+    let mut resumed =
+        SessionApiClient::subscribe_events(&healthy, Subscribe { since: Some(resume), ..Default::default() }.into())
+            .await
+            .unwrap();
+    let mut rest = Vec::new();
+    while delivered.len() + rest.len() < seen.len() {
+        rest.push(
+            tokio::time::timeout(Duration::from_secs(30), resumed.next()).await.unwrap().unwrap().unwrap().cursor,
+        );
+    }
+    let all: Vec<String> = delivered.into_iter().chain(rest).collect();
+    assert_eq!(all, seen.iter().map(|e| e.cursor.clone()).collect::<Vec<_>>(), "nothing missed, nothing twice");
+}
