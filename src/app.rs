@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{PingConfig, Server, ServerConfig, ServerHandle};
 
 use crate::background::Background;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::{Gateway, GatewayLayer};
 use crate::hub::Hub;
-use crate::rpc::{self, middleware::ObjectParams};
+use crate::metrics::Metrics;
+use crate::rpc::{self, middleware::CallGuard, middleware::ObjectParams};
 use crate::store::Store;
 
 /// A bound, running server. Tests build it on port 0 and read [`Application::local_addr`].
@@ -34,7 +36,9 @@ impl Application {
             .with_context(|| format!("opening the database at {:?}", config.store.location))?;
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let hub = Hub::new(config.subscriber_lag_limit, closing_rx);
-        let background = Background::start(store.clone(), clock.clone(), hub.clone(), config.timings).await;
+        let metrics = Arc::new(Metrics::new());
+        let background =
+            Background::start(store.clone(), clock.clone(), hub.clone(), metrics.clone(), config.timings).await;
         let cx = Arc::new(rpc::Context {
             store: store.clone(),
             policy: config.policy.clone(),
@@ -42,19 +46,39 @@ impl Application {
             started_at: clock.now(),
             hub,
             subscriber_send_timeout: config.subscriber_send_timeout,
+            metrics: metrics.clone(),
         });
         let module = rpc::module(cx).context("registering methods")?;
-        let server_config = ServerConfig::builder()
+        metrics.set_methods(module.method_names());
+        let mut server_config = ServerConfig::builder()
             .max_request_body_size(config.max_message_bytes)
             .max_response_body_size(config.max_message_bytes)
             .max_connections(config.max_connections)
-            .set_message_buffer_capacity(config.connection_buffer.max(1))
-            .build();
+            .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
+            .set_message_buffer_capacity(config.connection_buffer.max(1));
+        if let Some((interval, inactive)) = config.ws_ping {
+            server_config =
+                server_config.enable_ws_ping(PingConfig::new().ping_interval(interval).inactive_limit(inactive));
+        }
+        let server_config = server_config.build();
+        let gateway = Arc::new(Gateway {
+            keys: config.api_keys.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        });
+        let max_in_flight = config.max_in_flight_per_connection;
+        let rpc_metrics = metrics.clone();
         let listener =
             bind(config.listen, config.socket_send_buffer).with_context(|| format!("binding {}", config.listen))?;
         let server = Server::builder()
             .set_config(server_config)
-            .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(ObjectParams::new))
+            .set_http_middleware(tower::ServiceBuilder::new().layer(GatewayLayer(gateway)))
+            .set_rpc_middleware(
+                RpcServiceBuilder::new()
+                    .layer_fn(move |inner| CallGuard::new(inner, max_in_flight, rpc_metrics.clone()))
+                    .layer_fn(ObjectParams::new),
+            )
             .build_from_tcp(listener)
             .with_context(|| format!("serving on {}", config.listen))?;
         let addr = server.local_addr().context("reading the bound address")?;

@@ -11,6 +11,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::clock::Clock;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How many records or events one pass handles; passes repeat while batches come back full.
@@ -48,7 +49,7 @@ pub struct Background {
 }
 
 impl Background {
-    pub async fn start(store: Store, clock: Arc<dyn Clock>, hub: Hub, timings: Timings) -> Self {
+    pub async fn start(store: Store, clock: Arc<dyn Clock>, hub: Hub, metrics: Arc<Metrics>, timings: Timings) -> Self {
         let (stop, stopped) = watch::channel(false);
         // The hub starts at the current head: subscribers without `since` see what comes next.
         match store.log_bounds().await {
@@ -56,8 +57,11 @@ impl Background {
             Err(e) => tracing::warn!(error = %e, "cannot read the event log head; starting from 0"),
         }
         let tasks = vec![
-            ("expiry", tokio::spawn(expiry(store.clone(), clock.clone(), timings, stopped.clone()))),
-            ("sequencer", tokio::spawn(sequencer(store.clone(), clock.clone(), hub.clone(), timings, stopped.clone()))),
+            ("expiry", tokio::spawn(expiry(store.clone(), clock.clone(), metrics.clone(), timings, stopped.clone()))),
+            (
+                "sequencer",
+                tokio::spawn(sequencer(store.clone(), clock.clone(), hub.clone(), metrics, timings, stopped.clone())),
+            ),
             ("hub", tokio::spawn(feed(store.clone(), hub, timings, stopped.clone()))),
             ("pruner", tokio::spawn(pruner(store, clock, timings, stopped))),
         ];
@@ -84,7 +88,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Removes due records on time, emitting `expired` with each removal.
-async fn expiry(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop: watch::Receiver<bool>) {
+async fn expiry(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    timings: Timings,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(timings.expiry_tick);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -93,9 +103,16 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop:
             _ = tick.tick() => {}
         }
         loop {
-            match store.expire_due(clock.now(), BATCH).await {
-                Ok(pass) if pass.more => continue,
-                Ok(_) => break,
+            let now = clock.now();
+            match store.expire_due(now, BATCH).await {
+                Ok(pass) => {
+                    for deadline in &pass.deadlines {
+                        metrics.expiry_lateness((now - *deadline).to_std().unwrap_or_default());
+                    }
+                    if !pass.more {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry pass failed; retrying next tick");
                     break;
@@ -106,7 +123,14 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop:
 }
 
 /// Gives outbox events their cursors as soon as they are written.
-async fn sequencer(store: Store, clock: Arc<dyn Clock>, hub: Hub, timings: Timings, mut stop: watch::Receiver<bool>) {
+async fn sequencer(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    timings: Timings,
+    mut stop: watch::Receiver<bool>,
+) {
     let written = store.outbox_written();
     loop {
         tokio::select! {
@@ -118,6 +142,7 @@ async fn sequencer(store: Store, clock: Arc<dyn Clock>, hub: Hub, timings: Timin
             match store.sequence_pending(BATCH, clock.now()).await {
                 Ok(0) => break,
                 Ok(n) => {
+                    metrics.events_emitted(n);
                     hub.wake().notify_one();
                     if n < BATCH {
                         break;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::background::Timings;
 use crate::domain::{Lifetime, Policy};
+use crate::http::ApiKeys;
 use crate::store::{Location, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,19 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AUTHSTORE_LISTEN", default_value = "127.0.0.1:8750")]
     pub listen: SocketAddr,
+
+    /// API key clients must present as `Authorization: Bearer <key>`. Repeat the flag, or
+    /// separate keys with commas in the environment, to accept several (rotation).
+    #[arg(long = "api-key", env = "AUTHSTORE_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
+    /// File with one API key per line (blank lines and `#` comments ignored).
+    #[arg(long, env = "AUTHSTORE_API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+
+    /// Serve without API keys on a non-loopback address (refused by default).
+    #[arg(long, env = "AUTHSTORE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
 
     /// Database: surrealkv://PATH (embedded, fsync per commit), mem:// or ws://HOST:PORT.
     #[arg(long, env = "AUTHSTORE_DB", default_value = "surrealkv://./data/authstore")]
@@ -96,6 +110,22 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_SUBSCRIBER_SEND_TIMEOUT_MS", default_value_t = 5000)]
     pub subscriber_send_timeout_ms: u64,
 
+    /// Most subscriptions one connection may hold.
+    #[arg(long, env = "AUTHSTORE_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 64)]
+    pub max_subscriptions_per_connection: u32,
+
+    /// Most calls one connection may have in flight; more are answered -32009 (busy).
+    #[arg(long, env = "AUTHSTORE_MAX_IN_FLIGHT_PER_CONNECTION", default_value_t = 256)]
+    pub max_in_flight_per_connection: usize,
+
+    /// Seconds between WebSocket pings (0 disables them).
+    #[arg(long, env = "AUTHSTORE_WS_PING_INTERVAL_SECS", default_value_t = 30)]
+    pub ws_ping_interval_secs: u64,
+
+    /// Seconds without a pong or a message after which a WebSocket connection is closed.
+    #[arg(long, env = "AUTHSTORE_WS_INACTIVITY_SECS", default_value_t = 90)]
+    pub ws_inactivity_secs: u64,
+
     /// Messages (responses and notifications) queued per connection before a subscriber
     /// counts as not reading.
     #[arg(long, env = "AUTHSTORE_CONNECTION_BUFFER", default_value_t = 1024)]
@@ -124,6 +154,11 @@ pub struct Config {
     pub subscriber_send_timeout: Duration,
     pub connection_buffer: u32,
     pub socket_send_buffer: Option<u32>,
+    pub api_keys: ApiKeys,
+    pub max_subscriptions_per_connection: u32,
+    pub max_in_flight_per_connection: usize,
+    /// WebSocket ping interval and inactivity limit; `None` disables pings.
+    pub ws_ping: Option<(Duration, Duration)>,
 }
 
 impl Config {
@@ -146,6 +181,10 @@ impl Config {
             subscriber_send_timeout: Duration::from_secs(5),
             connection_buffer: 1024,
             socket_send_buffer: None,
+            api_keys: ApiKeys::default(),
+            max_subscriptions_per_connection: 64,
+            max_in_flight_per_connection: 256,
+            ws_ping: Some((Duration::from_secs(30), Duration::from_secs(90))),
         }
     }
 }
@@ -155,6 +194,24 @@ impl TryFrom<&ServeArgs> for Config {
 
     fn try_from(args: &ServeArgs) -> Result<Self, String> {
         let location = Location::parse(&args.db)?;
+        let mut keys: Vec<String> =
+            args.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        if let Some(path) = &args.api_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --api-key-file {}: {e}", path.display()))?;
+            keys.extend(
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
+            );
+        }
+        if let Some(short) = keys.iter().find(|k| k.len() < 16) {
+            return Err(format!("API keys must be at least 16 characters (one has {})", short.len()));
+        }
+        if keys.is_empty() && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
+            return Err(format!(
+                "refusing to serve {} without an API key: set --api-key / --api-key-file, or --allow-unauthenticated",
+                args.listen
+            ));
+        }
         let defaults = Policy::default();
         let lifetime = |flag: &str, default_secs: u64, max: Lifetime| {
             if default_secs == 0 || default_secs > max.max_secs {
@@ -187,6 +244,12 @@ impl TryFrom<&ServeArgs> for Config {
             subscriber_send_timeout: Duration::from_millis(args.subscriber_send_timeout_ms.max(1)),
             connection_buffer: args.connection_buffer.max(1),
             socket_send_buffer: args.socket_send_buffer,
+            api_keys: ApiKeys::new(keys.iter().map(String::as_str)),
+            max_subscriptions_per_connection: args.max_subscriptions_per_connection.max(1),
+            max_in_flight_per_connection: args.max_in_flight_per_connection.max(1),
+            ws_ping: (args.ws_ping_interval_secs > 0).then(|| {
+                (Duration::from_secs(args.ws_ping_interval_secs), Duration::from_secs(args.ws_inactivity_secs.max(1)))
+            }),
         })
     }
 }

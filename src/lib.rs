@@ -15,6 +15,8 @@
 //! - `rpc`: the `#[rpc]` traits, their handlers and the single error mapping.
 //! - `background`: the expiry scheduler, the event sequencer, the hub's reader, the pruner.
 //! - `hub`: this instance's live event feed, which subscriptions follow.
+//! - `http`: `/health`, `/ready`, `/metrics` and API-key authentication, before JSON-RPC;
+//!   `metrics`: the Prometheus registry.
 //! - `app`: assembles store and server; `config`: flags and env; `telemetry`: logging.
 //! - `clock`, `secret`: time and secrets, each behind one small module.
 
@@ -24,7 +26,9 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod rpc;
 pub mod secret;
 pub mod store;

@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::domain::Policy;
 use crate::error::Error;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// Shared by all handlers of one server.
@@ -23,6 +24,7 @@ pub struct Context {
     pub hub: Hub,
     /// How long a subscriber may leave a notification unread before it is closed.
     pub subscriber_send_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {

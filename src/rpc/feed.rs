@@ -166,6 +166,7 @@ pub(super) async fn serve(
     };
     let sink = pending.accept().await?;
     let send_timeout = cx.subscriber_send_timeout;
+    let _open = OpenSubscription::new(&cx);
 
     loop {
         // Catch up from the log: everything retained after the cursor.
@@ -229,5 +230,21 @@ fn closed(reason: &str, cursor: i64, detail: &dyn std::fmt::Display) -> Subscrip
     match serde_json::value::to_raw_value(&body) {
         Ok(raw) => SubscriptionError::from_json(raw),
         Err(_) => SubscriptionError::from(reason),
+    }
+}
+
+/// Counts a subscription in the open-subscriptions gauge while it lives.
+struct OpenSubscription(Arc<crate::metrics::Metrics>);
+
+impl OpenSubscription {
+    fn new(cx: &Context) -> Self {
+        cx.metrics.subscription_opened();
+        OpenSubscription(cx.metrics.clone())
+    }
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        self.0.subscription_closed();
     }
 }

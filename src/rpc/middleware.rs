@@ -1,4 +1,7 @@
-//! Adapts the contract's call shape to the generated server code.
+//! RPC middleware, created per connection: [`CallGuard`] (in-flight limit, metrics, one
+//! tracing span per call) and [`ObjectParams`] (the contract's call shape).
+//!
+//! ## Object params
 //!
 //! The contract sends each method's params as one JSON object (`{"client_id": ..}`); the
 //! `#[rpc]` traits take that object as their single argument. This layer wraps an object (or
@@ -8,10 +11,128 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
 
-use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
-use jsonrpsee::types::Request;
+use jsonrpsee::MethodResponse;
+use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
+use jsonrpsee::types::{ErrorObject, Request};
 use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+
+/// jsonrpsee's code for "server is busy".
+const BUSY: i32 = -32009;
+
+/// Caps the calls in flight on one connection (jsonrpsee has no such limit), counts and times
+/// every call, and gives each its own tracing span. One is built per connection, so its
+/// lifetime is the connection's.
+#[derive(Clone)]
+pub struct CallGuard<S> {
+    inner: S,
+    in_flight: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    _connection: Arc<Connection>,
+}
+
+/// Counts the connection in the open-connections gauge for as long as it lives.
+struct Connection(Arc<Metrics>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+impl<S> CallGuard<S> {
+    pub fn new(inner: S, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
+        metrics.connection_opened();
+        let connection = Arc::new(Connection(metrics.clone()));
+        Self { inner, in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))), metrics, _connection: connection }
+    }
+
+    fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+}
+
+fn busy() -> ErrorObject<'static> {
+    ErrorObject::owned(BUSY, "Server is busy: too many calls in flight on this connection", None::<()>)
+}
+
+impl<S> RpcServiceT for CallGuard<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let permit = self.permit();
+        let inner = self.inner.clone();
+        let metrics = self.metrics.clone();
+        async move {
+            let method = metrics.label(request.method_name()).to_string();
+            let started = Instant::now();
+            let span = tracing::debug_span!("rpc", method = %method);
+            let response = match permit {
+                Some(_permit) => inner.call(request).instrument(span.clone()).await,
+                None => MethodResponse::error(request.id, busy()),
+            };
+            let took = started.elapsed();
+            let error = response.as_error_code();
+            metrics.record_call(&method, took, error);
+            span.in_scope(|| match error {
+                None => tracing::debug!(duration_us = took.as_micros() as u64, outcome = "ok", "call"),
+                Some(code) => tracing::debug!(duration_us = took.as_micros() as u64, outcome = "error", code, "call"),
+            });
+            response
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        // Batch entries never pass through `call`: each takes its own permit here, and the
+        // ones that find none are answered "busy".
+        let mut permits = Vec::new();
+        let entries: Vec<_> = batch
+            .into_iter()
+            .map(|entry| match entry {
+                Ok(BatchEntry::Call(request)) => match self.permit() {
+                    Some(permit) => {
+                        permits.push(permit);
+                        Ok(BatchEntry::Call(request))
+                    }
+                    None => Err(BatchEntryErr::new(request.id, busy())),
+                },
+                other => other,
+            })
+            .collect();
+        let inner = self.inner.clone();
+        let metrics = self.metrics.clone();
+        async move {
+            let started = Instant::now();
+            let response =
+                inner.batch(Batch::from(entries)).instrument(tracing::debug_span!("rpc", method = "batch")).await;
+            drop(permits);
+            metrics.record_call("batch", started.elapsed(), None);
+            response
+        }
+    }
+
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        self.inner.notification(n)
+    }
+}
 
 /// The RPC middleware; built per connection by `RpcServiceBuilder::layer_fn`.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ mod durability;
 mod errors;
 mod instances;
 mod mem;
+mod operations;
 mod remote;
 mod scheduler;
 mod schema;

@@ -8,6 +8,7 @@ use authstore::clock::{Clock, ManualClock};
 use authstore::domain::client::{self, Origin};
 use authstore::domain::{Policy, session};
 use authstore::hub::Hub;
+use authstore::metrics::Metrics;
 use authstore::store::{Location, Store, StoreConfig};
 use authstore::types::{ClientMetadata, SessionPut};
 use chrono::DateTime;
@@ -47,7 +48,8 @@ fn the_scheduler_expires_each_record_within_one_tick_of_its_deadline_and_not_bef
         let hub = Hub::new(64, closing_rx);
         let mut live = hub.subscribe();
         let timings = Timings { expiry_tick: TICK, poll: TICK, ..Timings::default() };
-        let background = Background::start(store.clone(), clock.clone(), hub.clone(), timings).await;
+        let background =
+            Background::start(store.clone(), clock.clone(), hub.clone(), Arc::new(Metrics::new()), timings).await;
 
         let meta = ClientMetadata {
             redirect_uris: vec![REDIRECT.into()],

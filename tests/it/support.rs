@@ -51,6 +51,7 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// A connected client; open more with [`TestApp::connect`].
     pub client: WsClient,
+    api_key: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -68,6 +69,10 @@ pub struct Options {
     pub subscriber_send_timeout: Duration,
     pub connection_buffer: u32,
     pub socket_send_buffer: Option<u32>,
+    /// Adjusts the rest of the server's configuration (limits, API keys...).
+    pub tweak: fn(&mut Config),
+    /// The key TestApp's own clients present, if the server requires one.
+    pub api_key: Option<String>,
 }
 
 impl Default for Options {
@@ -81,6 +86,8 @@ impl Default for Options {
             subscriber_send_timeout: Duration::from_secs(5),
             connection_buffer: 1024,
             socket_send_buffer: None,
+            tweak: |_| {},
+            api_key: None,
         }
     }
 }
@@ -114,6 +121,8 @@ impl TestApp {
         config.subscriber_send_timeout = options.subscriber_send_timeout;
         config.connection_buffer = options.connection_buffer;
         config.socket_send_buffer = options.socket_send_buffer;
+        (options.tweak)(&mut config);
+        let api_key = options.api_key;
         if let Backend::Remote { url, user, pass, database } = options.backend {
             config.store = StoreConfig {
                 location: Location::Remote(url),
@@ -153,13 +162,13 @@ impl TestApp {
             })
             .expect("spawn server thread");
         let addr = addr_rx.await.expect("server thread").expect("server started");
-        let client = connect(addr).await;
-        TestApp { addr, clock, client, stop: Some(stop_tx), thread: Some(thread) }
+        let client = connect_with(addr, api_key.as_deref()).await;
+        TestApp { addr, clock, client, api_key, stop: Some(stop_tx), thread: Some(thread) }
     }
 
     /// Another, independent WebSocket connection.
     pub async fn connect(&self) -> WsClient {
-        connect(self.addr).await
+        connect_with(self.addr, self.api_key.as_deref()).await
     }
 
     pub fn ws_url(&self) -> String {
@@ -247,9 +256,14 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn connect(addr: SocketAddr) -> WsClient {
+pub async fn connect_with(addr: SocketAddr, api_key: Option<&str>) -> WsClient {
+    let mut headers = http::HeaderMap::new();
+    if let Some(key) = api_key {
+        headers.insert(http::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+    }
     WsClientBuilder::default()
         .request_timeout(std::time::Duration::from_secs(120))
+        .set_headers(headers)
         .build(format!("ws://{addr}"))
         .await
         .expect("websocket connect")

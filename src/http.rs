@@ -1,0 +1,174 @@
+//! The HTTP layer in front of JSON-RPC: `GET /health`, `GET /ready`, `GET /metrics`, and API
+//! key authentication.
+//!
+//! It runs once per HTTP request and once per WebSocket upgrade, before jsonrpsee sees
+//! anything, so an unauthenticated client gets `401` and no upgrade: no call, batch or
+//! subscription can get past it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Method, StatusCode, header};
+use jsonrpsee::core::BoxError;
+use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// The configured API keys, kept only as SHA-256 digests.
+#[derive(Clone, Default)]
+pub struct ApiKeys(Vec<[u8; 32]>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} configured)", self.0.len())
+    }
+}
+
+impl ApiKeys {
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        ApiKeys(keys.into_iter().filter(|k| !k.is_empty()).map(|k| Sha256::digest(k.as_bytes()).into()).collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `presented` is one of the keys. Digests make the comparison independent of the
+    /// keys' lengths; every key is compared, so timing does not tell which one matched.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0.iter().fold(subtle::Choice::from(0), |any, key| any | key.ct_eq(&digest)).into()
+    }
+}
+
+/// What the HTTP layer needs.
+pub struct Gateway {
+    pub keys: ApiKeys,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The tower layer handed to jsonrpsee.
+#[derive(Clone)]
+pub struct GatewayLayer(pub Arc<Gateway>);
+
+impl<S> tower::Layer<S> for GatewayLayer {
+    type Service = GatewayService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GatewayService { gateway: self.0.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GatewayService<S> {
+    gateway: Arc<Gateway>,
+    inner: S,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
+
+impl<S> tower::Service<HttpRequest> for GatewayService<S>
+where
+    S: tower::Service<HttpRequest, Response = HttpResponse, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = BoxError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let is_get = request.method() == Method::GET && !jsonrpsee::server::ws::is_upgrade_request(&request);
+        if is_get && request.uri().path() == "/health" {
+            return Box::pin(async { Ok(text(StatusCode::OK, "ok\n")) });
+        }
+        if !self.gateway.keys.is_empty() && !self.gateway.keys.accepts(bearer(&request).unwrap_or_default()) {
+            return Box::pin(async {
+                let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                Ok(response)
+            });
+        }
+        if is_get {
+            let gateway = self.gateway.clone();
+            match request.uri().path() {
+                "/ready" => {
+                    return Box::pin(async move {
+                        Ok(if gateway.store.ready().await {
+                            text(StatusCode::OK, "ready\n")
+                        } else {
+                            text(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
+                        })
+                    });
+                }
+                "/metrics" => {
+                    return Box::pin(async move {
+                        let records = match gateway.store.stats(gateway.clock.now()).await {
+                            Ok(s) => {
+                                vec![
+                                    ("clients", s.clients),
+                                    ("sessions", s.sessions),
+                                    ("codes", s.codes),
+                                    ("tokens", s.tokens),
+                                ]
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "record counts unavailable for /metrics");
+                                Vec::new()
+                            }
+                        };
+                        let mut response = text(StatusCode::OK, gateway.metrics.render(&records));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        );
+                        Ok(response)
+                    });
+                }
+                _ => {}
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(request: &HttpRequest) -> Option<&str> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::from(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_matched_exactly_and_any_configured_key_works() {
+        let keys = ApiKeys::new(["first-key", "second-key"]);
+        assert!(keys.accepts("first-key"));
+        assert!(keys.accepts("second-key"));
+        assert!(!keys.accepts("first-ke"));
+        assert!(!keys.accepts(""));
+        assert!(ApiKeys::new([""]).is_empty());
+        assert!(!format!("{keys:?}").contains("first"));
+    }
+}
