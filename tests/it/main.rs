@@ -11,6 +11,7 @@ mod errors;
 mod instances;
 mod mem;
 mod operations;
+mod process;
 mod remote;
 mod scheduler;
 mod schema;
