@@ -25,6 +25,7 @@ pub struct Application {
     store: Store,
     background: Background,
     closing: tokio::sync::watch::Sender<bool>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -84,7 +85,7 @@ impl Application {
         let addr = server.local_addr().context("reading the bound address")?;
         let handle = server.start(module);
         tracing::info!(%addr, storage = store.kind(), "authstore listening");
-        Ok(Self { addr, handle, store, background, closing })
+        Ok(Self { addr, handle, store, background, closing, shutdown_timeout: config.shutdown_timeout })
     }
 
     /// The address actually bound (useful with port 0).
@@ -111,7 +112,9 @@ impl Application {
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Ignore "already stopped": either way the server is done accepting.
         let _ = self.handle.stop();
-        self.handle.stopped().await;
+        if tokio::time::timeout(self.shutdown_timeout, self.handle.stopped()).await.is_err() {
+            tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open at the shutdown deadline; closing anyway");
+        }
         self.background.stop().await;
         drop(self.store);
         tracing::info!("stopped");

@@ -10,6 +10,9 @@ use crate::domain::{Lifetime, Policy};
 use crate::http::ApiKeys;
 use crate::store::{Location, StoreConfig};
 
+/// How long a graceful shutdown may take by default; deployment kill timeouts must exceed it.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
+
 #[derive(Debug, Parser)]
 #[command(name = "authstore", version, about = "Durable OAuth 2.1 / MCP authorization state over JSON-RPC")]
 pub struct Cli {
@@ -136,6 +139,10 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_SOCKET_SEND_BUFFER")]
     pub socket_send_buffer: Option<u32>,
 
+    /// Seconds to wait, on SIGTERM or SIGINT, for calls in flight and connections to finish.
+    #[arg(long, env = "AUTHSTORE_SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
+    pub shutdown_timeout_secs: u64,
+
     /// Log format.
     #[arg(long, env = "AUTHSTORE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -159,6 +166,7 @@ pub struct Config {
     pub max_in_flight_per_connection: usize,
     /// WebSocket ping interval and inactivity limit; `None` disables pings.
     pub ws_ping: Option<(Duration, Duration)>,
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -185,6 +193,7 @@ impl Config {
             max_subscriptions_per_connection: 64,
             max_in_flight_per_connection: 256,
             ws_ping: Some((Duration::from_secs(30), Duration::from_secs(90))),
+            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
         }
     }
 }
@@ -250,6 +259,7 @@ impl TryFrom<&ServeArgs> for Config {
             ws_ping: (args.ws_ping_interval_secs > 0).then(|| {
                 (Duration::from_secs(args.ws_ping_interval_secs), Duration::from_secs(args.ws_inactivity_secs.max(1)))
             }),
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
         })
     }
 }

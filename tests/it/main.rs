@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, clippy::duplicate_mod)]
 
+mod deploy;
 mod durability;
 mod errors;
 mod instances;
