@@ -4,11 +4,12 @@
 //! returns results in these shapes, and the `rpc` traits use them for both server and client.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One page of a list method. `next_cursor` is absent on the last page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -17,7 +18,7 @@ pub struct Page<T> {
 // === Clients ===
 
 /// RFC 7591 client metadata, as accepted by `client.register` and `client.update`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ClientMetadata {
     pub redirect_uris: Vec<String>,
@@ -53,7 +54,7 @@ pub struct ClientMetadata {
 }
 
 /// `client.register` params: metadata plus optional caller-chosen credentials.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientRegister {
     #[serde(flatten)]
     pub metadata: ClientMetadata,
@@ -64,7 +65,7 @@ pub struct ClientRegister {
 }
 
 /// `client.update` params: a full replacement of the metadata.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientUpdate {
     pub client_id: String,
     #[serde(flatten)]
@@ -74,7 +75,7 @@ pub struct ClientUpdate {
 }
 
 /// `client.cache_document` params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientCacheDocument {
     pub client_id: String,
     pub document: Value,
@@ -83,20 +84,20 @@ pub struct ClientCacheDocument {
 }
 
 /// Params naming one client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientRef {
     pub client_id: String,
 }
 
 /// `client.authenticate` params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientAuthenticate {
     pub client_id: String,
     pub client_secret: String,
 }
 
 /// A stored client: its metadata plus what the server assigned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Client {
     pub client_id: String,
     /// Seconds since the epoch (RFC 7591 §3.2.1).
@@ -116,7 +117,7 @@ pub struct Client {
 }
 
 /// `client.list` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClientList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
@@ -125,13 +126,13 @@ pub struct ClientList {
 }
 
 /// `{deleted: bool}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Deleted {
     pub deleted: bool,
 }
 
 /// `{authenticated: true}`: the answer to a successful `client.authenticate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Authenticated {
     pub authenticated: bool,
     pub client: Client,
@@ -140,8 +141,7 @@ pub struct Authenticated {
 // === Sessions ===
 
 /// `session.put` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionPut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -166,7 +166,7 @@ pub struct SessionPut {
 }
 
 /// A pending authorization session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Session {
     pub id: String,
     pub client_id: String,
@@ -184,14 +184,13 @@ pub struct Session {
 }
 
 /// Params naming one session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionRef {
     pub id: String,
 }
 
 /// `session.update` params: only the fields given change.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionUpdate {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,7 +204,7 @@ pub struct SessionUpdate {
 }
 
 /// `session.list` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct SessionList {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,7 +218,7 @@ pub struct SessionList {
 }
 
 /// `session.purge` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct SessionPurge {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,7 +228,7 @@ pub struct SessionPurge {
 }
 
 /// `{purged: n}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Purged {
     pub purged: u64,
 }
@@ -237,7 +236,7 @@ pub struct Purged {
 // === Authorization codes ===
 
 /// `code.issue` params. With `session_id`, omitted fields come from the session.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct CodeIssue {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -263,7 +262,7 @@ pub struct CodeIssue {
 }
 
 /// A freshly issued authorization code: the only time its plaintext is seen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IssuedCode {
     pub code: String,
     pub grant_id: String,
@@ -271,7 +270,7 @@ pub struct IssuedCode {
 }
 
 /// `code.consume` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CodeConsume {
     pub code: String,
     pub client_id: String,
@@ -282,7 +281,7 @@ pub struct CodeConsume {
 }
 
 /// What a successful `code.consume` hands back to the token endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ConsumedCode {
     pub grant_id: String,
     pub client_id: String,
@@ -296,8 +295,7 @@ pub struct ConsumedCode {
 // === Refresh tokens ===
 
 /// `token.issue` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenIssue {
     pub client_id: String,
     pub user_id: String,
@@ -316,7 +314,7 @@ pub struct TokenIssue {
 }
 
 /// A freshly issued refresh token: the only time its plaintext is seen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IssuedToken {
     pub token: String,
     pub token_id: String,
@@ -325,13 +323,13 @@ pub struct IssuedToken {
 }
 
 /// Params carrying one refresh token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenRef {
     pub token: String,
 }
 
 /// An active refresh token's metadata; never its value or hash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenInfo {
     pub token_id: String,
     pub grant_id: String,
@@ -346,7 +344,7 @@ pub struct TokenInfo {
 }
 
 /// `token.rotate` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenRotate {
     pub token: String,
     pub client_id: String,
@@ -358,7 +356,7 @@ pub struct TokenRotate {
 
 /// `token.revoke` params: exactly one of `{token}`, `{grant_id}`, `{client_id, user_id?}`,
 /// `{user_id}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct TokenRevoke {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -372,13 +370,13 @@ pub struct TokenRevoke {
 }
 
 /// `{revoked: n}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Revoked {
     pub revoked: u64,
 }
 
 /// `token.list` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct TokenList {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -396,7 +394,7 @@ pub struct TokenList {
 // === Server ===
 
 /// `server.info` result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServerInfo {
     pub name: String,
     pub version: String,
@@ -407,7 +405,7 @@ pub struct ServerInfo {
 }
 
 /// `server.stats` result: live counts per kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServerStats {
     pub clients: u64,
     pub sessions: u64,
@@ -421,7 +419,7 @@ pub struct ServerStats {
 // === Events ===
 
 /// `session.subscribe` / `token.subscribe` params.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Subscribe {
     /// Only these kinds; all when absent.
@@ -437,7 +435,7 @@ pub struct Subscribe {
 }
 
 /// A `session.event` notification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionEvent {
     pub cursor: String,
     /// `expired`, `purged`, `deleted` or `completed`.
@@ -450,7 +448,7 @@ pub struct SessionEvent {
 }
 
 /// A `token.event` notification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenEvent {
     pub cursor: String,
     /// `rotated`, `revoked`, `reuse_detected` or `expired`.

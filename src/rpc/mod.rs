@@ -7,6 +7,7 @@ pub mod api;
 mod clients;
 mod codes;
 mod context;
+pub mod discover;
 pub mod error;
 mod feed;
 pub mod middleware;
@@ -32,5 +33,7 @@ pub fn module(cx: Arc<Context>) -> Result<RpcModule<()>, jsonrpsee::core::Regist
     module.merge(codes::CodeRpc { cx: cx.clone() }.into_rpc())?;
     module.merge(tokens::TokenRpc { cx: cx.clone() }.into_rpc())?;
     module.merge(server::ServerRpc { cx }.into_rpc())?;
+    let document = discover::document();
+    module.register_method("rpc.discover", move |_, _, _| document.clone())?;
     Ok(module)
 }

@@ -14,7 +14,7 @@ fn fly() -> Value {
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     path.iter()
-        .fold(Some(v), |v, k| v.and_then(|v| v.get(*k)))
+        .try_fold(v, |v, k| v.get(*k))
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("fly.toml has no string at {path:?}"))
 }

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, clippy::duplicate_mod)]
 
 mod deploy;
+mod discover;
 mod durability;
 mod errors;
 mod instances;
