@@ -24,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve JSON-RPC over WebSocket and HTTP.
     Serve(ServeArgs),
+    /// Drive a running server (and optionally Redis) with load and print figures.
+    Bench(crate::bench::BenchArgs),
+    /// Run mixed load while killing and restarting the server, then check what was acknowledged.
+    Soak(crate::bench::soak::SoakArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
