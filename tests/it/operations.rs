@@ -111,7 +111,7 @@ fn a_public_address_without_a_key_is_refused_at_start() {
     use clap::Parser;
     let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
         Command::Serve(serve) => Config::try_from(&serve),
-        Command::Bench(_) => unreachable!("serve was asked for"),
+        _ => unreachable!("serve was asked for"),
     };
     let refused = parse(&["authstore", "serve", "--listen", "0.0.0.0:8750"]).unwrap_err();
     assert!(refused.contains("without an API key"), "{refused}");
