@@ -10,6 +10,7 @@ mod deploy;
 mod discover;
 mod durability;
 mod errors;
+mod fuzz;
 mod instances;
 mod mem;
 mod operations;
