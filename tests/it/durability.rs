@@ -71,22 +71,7 @@ async fn acknowledged_writes_survive_sigkill_and_stay_usable() {
 
     let mut child = start(&data, port);
     let admin = connect_when_ready(port).await;
-    admin
-        .register(
-            ClientRegister {
-                client_id: Some("app".into()),
-                metadata: ClientMetadata {
-                    redirect_uris: vec![REDIRECT.into()],
-                    token_endpoint_auth_method: Some("none".into()),
-                    grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
-                    ..Default::default()
-                },
-                client_secret: None,
-            }
-            .into(),
-        )
-        .await
-        .expect("client.register");
+    admin.register(crate::support::public_client("app").into()).await.expect("client.register");
     drop(admin);
 
     for cycle in 0..CYCLES {

@@ -78,21 +78,7 @@ async fn two_instances_on_one_server_share_every_event_and_expire_each_record_on
     let b = Instance::start(&database);
     let (client_a, client_b) = (a.connect().await, b.connect().await);
 
-    client_b
-        .register(
-            ClientRegister {
-                client_id: Some("app".into()),
-                metadata: ClientMetadata {
-                    redirect_uris: vec![REDIRECT.into()],
-                    token_endpoint_auth_method: Some("none".into()),
-                    ..Default::default()
-                },
-                client_secret: None,
-            }
-            .into(),
-        )
-        .await
-        .unwrap();
+    client_b.register(crate::support::public_client("app").into()).await.unwrap();
     let all = || Subscribe::default();
     let mut on_a = SessionApiClient::subscribe_events(&client_a, all().into()).await.unwrap();
     let mut on_b = SessionApiClient::subscribe_events(&client_b, all().into()).await.unwrap();

@@ -167,21 +167,7 @@ async fn sigterm_closes_subscriptions_with_a_reason_and_exits_cleanly() {
     ready(port).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = connect_with(addr, Some(API_KEY)).await;
-    client
-        .register(
-            ClientRegister {
-                client_id: Some("app".into()),
-                metadata: ClientMetadata {
-                    redirect_uris: vec![REDIRECT.into()],
-                    token_endpoint_auth_method: Some("none".into()),
-                    ..Default::default()
-                },
-                client_secret: None,
-            }
-            .into(),
-        )
-        .await
-        .unwrap();
+    client.register(crate::support::public_client("app").into()).await.unwrap();
 
     let mut request = format!("ws://127.0.0.1:{port}").into_client_request().unwrap();
     request.headers_mut().insert("Authorization", format!("Bearer {API_KEY}").parse().unwrap());

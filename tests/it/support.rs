@@ -181,22 +181,7 @@ impl TestApp {
 
     /// Registers a public client that may use codes and refresh tokens.
     pub async fn register_client(&self, client_id: &str) -> Client {
-        self.client
-            .register(
-                ClientRegister {
-                    client_id: Some(client_id.into()),
-                    metadata: ClientMetadata {
-                        redirect_uris: vec![REDIRECT.into()],
-                        token_endpoint_auth_method: Some("none".into()),
-                        grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
-                        ..Default::default()
-                    },
-                    client_secret: None,
-                }
-                .into(),
-            )
-            .await
-            .expect("client.register")
+        self.client.register(public_client(client_id).into()).await.expect("client.register")
     }
 
     /// Issues a code for `client_id` / `user` with the RFC 7636 example challenge.
@@ -253,6 +238,20 @@ impl Drop for TestApp {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A public MCP client (PKCE, no secret) that may use codes and refresh tokens.
+pub fn public_client(client_id: &str) -> ClientRegister {
+    ClientRegister {
+        client_id: Some(client_id.into()),
+        metadata: ClientMetadata {
+            redirect_uris: vec![REDIRECT.into()],
+            token_endpoint_auth_method: Some("none".into()),
+            grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
+            ..Default::default()
+        },
+        client_secret: None,
     }
 }
 
