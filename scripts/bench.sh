@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every benchmark in docs/benchmarks.md again, on this machine, and prints the figures.
+#   scripts/bench.sh            # load (authstore vs transport vs Redis), soak, long fuzz
+#   SECONDS_PER=20 CONNECTIONS=64 scripts/bench.sh
+# Needs redis-server (Debian: apt-get install redis-server). Everything runs on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/authstore/target}"
+PORT="${PORT:-8790}"
+SECONDS_PER="${SECONDS_PER:-10}"
+CONNECTIONS="${CONNECTIONS:-16}"
+IN_FLIGHT="${IN_FLIGHT:-4}"
+SOAK_CYCLES="${SOAK_CYCLES:-100}"
+FUZZ_CASES="${FUZZ_CASES:-200000}"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== building (release)"
+cargo build --release --locked --no-default-features --bin authstore
+bin="$CARGO_TARGET_DIR/release/authstore"
+
+echo "== machine"
+nproc; grep -m1 'model name' /proc/cpuinfo || true; free -h | head -2
+
+echo "== starting authstore (SurrealKV, fsync per commit) and Redis (appendfsync always / everysec)"
+RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$PORT" --db "surrealkv://$work/authstore" &
+pids+=($!)
+redis-server --port 6390 --save '' --appendonly yes --appendfsync always --dir "$work" --appendfilename always.aof &
+pids+=($!)
+redis-server --port 6391 --save '' --appendonly yes --appendfsync everysec --dir "$work" --appendfilename everysec.aof &
+pids+=($!)
+sleep 2
+
+echo "== load"
+"$bin" bench --url "ws://127.0.0.1:$PORT" --seconds "$SECONDS_PER" --connections "$CONNECTIONS" --in-flight "$IN_FLIGHT" \
+    --redis always=127.0.0.1:6390 --redis everysec=127.0.0.1:6391
+
+echo "== soak ($SOAK_CYCLES SIGKILL cycles)"
+"$bin" soak --cycles "$SOAK_CYCLES" --dir "$work/soak" --port $((PORT + 1))
+
+echo "== fuzz ($FUZZ_CASES cases)"
+PROPTEST_CASES="$FUZZ_CASES" cargo test --locked --test it fuzz -- --nocapture
