@@ -249,6 +249,7 @@ impl TryFrom<&ServeArgs> for Config {
                 rotation_grace_secs: args.rotation_grace_secs,
                 allow_plain_pkce: args.allow_plain_pkce,
                 document_max_age_secs: defaults.document_max_age_secs,
+                code_replay_window_secs: defaults.code_replay_window_secs,
             },
             max_message_bytes: args.max_message_bytes,
             max_connections: args.max_connections,

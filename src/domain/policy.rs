@@ -41,6 +41,9 @@ pub struct Policy {
     pub allow_plain_pkce: bool,
     /// `client.cache_document`'s default `max_age_secs`.
     pub document_max_age_secs: u64,
+    /// How long a used code is kept after use, so that a late replay is still recognised and
+    /// revokes its grant (instead of looking like an unknown code).
+    pub code_replay_window_secs: u64,
 }
 
 impl Default for Policy {
@@ -52,6 +55,7 @@ impl Default for Policy {
             rotation_grace_secs: 0,
             allow_plain_pkce: false,
             document_max_age_secs: 86_400,
+            code_replay_window_secs: 3600,
         }
     }
 }

@@ -100,9 +100,13 @@ impl Store {
                 self.revoke_replayed_grant(&stored, policy, now).await?;
                 return Err(Error::InvalidGrant(InvalidGrant::Consumed).into());
             }
-            // The gate: exactly one transaction can move consumed_at from NONE.
-            const BURN: &str = "UPDATE ONLY $rid SET consumed_at = $now WHERE consumed_at = NONE RETURN AFTER";
-            let vars = Vars::new().set("rid", rid.clone()).set("now", now);
+            // The gate: exactly one transaction can move consumed_at from NONE. The used code is
+            // kept for the replay window, so a late replay still revokes the grant.
+            const BURN: &str =
+                "UPDATE ONLY $rid SET consumed_at = $now, expires_at = $keep_until WHERE consumed_at = NONE RETURN AFTER";
+            let window = Duration::seconds(i64::try_from(policy.code_replay_window_secs).unwrap_or(i64::MAX / 1000));
+            let keep_until = stored.expires_at.max(now + window);
+            let vars = Vars::new().set("rid", rid.clone()).set("now", now).set("keep_until", keep_until);
             let burned: Option<CodeRecord> = take_one(&mut self.query(BURN, vars).await?, 0)?;
             if burned.is_none() {
                 // Someone else consumed (or purged) it first: decide again from a fresh read.

@@ -105,6 +105,21 @@ async fn replaying_a_code_revokes_every_token_of_its_grant() {
 }
 
 #[tokio::test]
+async fn a_late_replay_is_still_recognised_after_the_code_would_have_expired() {
+    let app = TestApp::spawn_with(Options::live_expiry(backend())).await;
+    app.register_client("app").await;
+    let issued = app.issue_code("app", "alice").await;
+    let consumed = app.client.consume(TestApp::consume_params(&issued.code, "app").into()).await.unwrap();
+    let token = app.issue_token("app", "alice", Some(consumed.grant_id)).await;
+    app.advance(600); // ten minutes: long past the code's 60 s, inside the replay window
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the scheduler runs meanwhile
+    let replay = app.client.consume(TestApp::consume_params(&issued.code, "app").into()).await;
+    assert_eq!(error_of(replay), (1003, "consumed".into()));
+    let revoked = TokenApiClient::get(&app.client, TokenRef { token: token.token }.into()).await;
+    assert_eq!(error_of(revoked), (1003, "revoked".into()));
+}
+
+#[tokio::test]
 async fn issuing_from_a_session_consumes_it_and_inherits_its_fields() {
     let app = TestApp::spawn_on(backend()).await;
     app.register_client("app").await;
