@@ -30,6 +30,10 @@ pub struct SoakArgs {
     /// Longest run of load before a kill, in milliseconds.
     #[arg(long, default_value_t = 800)]
     pub max_run_ms: u64,
+    /// Start the kill timer when the process starts rather than when it answers, so kills
+    /// also land during start-up (recovery of the previous crash).
+    #[arg(long)]
+    pub kill_during_startup: bool,
 }
 
 /// Everything the load was told succeeded.
@@ -164,10 +168,20 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         if cycle > 0 {
             child = start(&exe, &dir, args.port)?;
         }
+        // Load starts once the server answers; the kill lands at a random moment after that
+        // (or after the process started, with --kill-during-startup).
+        if !args.kill_during_startup {
+            drop(connect(args.port).await?);
+        }
         let tasks: Vec<_> = (0..4).map(|kind| tokio::spawn(load(kind % 3, cycle, args.port, shared.clone()))).collect();
         tokio::time::sleep(Duration::from_millis(100 + random_below(args.max_run_ms.max(101) - 100))).await;
         child.kill().context("SIGKILL")?;
         child.wait().context("reaping")?;
+        // Calls cut off by the kill fail on their own; give them a moment, then stop the rest.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for task in &tasks {
+            task.abort();
+        }
         for task in tasks {
             let _ = task.await;
         }
@@ -193,7 +207,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     for (id, n) in &l.sessions {
         match SessionApiClient::get(&client, SessionRef { id: id.clone() }.into()).await {
             Ok(s) if s.data == Some(json!({ "n": n })) => {}
-            _ => lost_sessions += 1,
+            other => {
+                lost_sessions += 1;
+                if lost_sessions <= 10 {
+                    eprintln!("  lost session {id}: {other:?}");
+                }
+            }
         }
     }
     let mut replays_accepted = 0;
