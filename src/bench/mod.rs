@@ -159,6 +159,28 @@ where
     }
 }
 
+/// Runs `make` `n` times from `workers` tasks and keeps what each call returns (the
+/// preloaded codes and tokens).
+async fn collect<F, Fut>(workers: usize, n: usize, make: F) -> Arc<Vec<String>>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, String>> + Send,
+{
+    let items = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let (sink, make) = (items.clone(), Arc::new(make));
+    drive("preload", workers, Until::Count(n as u64), true, move |w, _| {
+        let (sink, make) = (sink.clone(), make.clone());
+        async move {
+            let item = make(w).await?;
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(item);
+            Ok(true)
+        }
+    })
+    .await;
+    let items = std::mem::take(&mut *items.lock().unwrap_or_else(|p| p.into_inner()));
+    Arc::new(items)
+}
+
 async fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Arc<WsClient>>> {
     let mut headers = http::HeaderMap::new();
     if let Some(key) = &args.api_key {
@@ -257,25 +279,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .await
             }
             "token.get" => {
-                let tokens = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.preload)));
-                let (c2, cid2, t2) = (clients.clone(), cid.clone(), tokens.clone());
                 eprintln!("  preloading {} tokens", args.preload);
-                drive("preload", workers, Until::Count(args.preload as u64), true, move |w, _| {
-                    let (client, tokens, cid) = (c2[w % c2.len()].clone(), t2.clone(), cid2.clone());
+                let (c2, cid2) = (clients.clone(), cid.clone());
+                let tokens = collect(workers, args.preload, move |w| {
+                    let (client, cid) = (c2[w % c2.len()].clone(), cid2.clone());
                     async move {
-                        let issued = TokenApiClient::issue(
-                            &*client,
-                            TokenIssue { client_id: cid, user_id: format!("u{w}"), ..Default::default() }.into(),
-                        )
-                        .await
-                        .map_err(err)?;
-                        tokens.lock().unwrap_or_else(|p| p.into_inner()).push(issued.token);
-                        Ok(true)
+                        let issue = TokenIssue { client_id: cid, user_id: format!("u{w}"), ..Default::default() };
+                        TokenApiClient::issue(&*client, issue.into()).await.map(|t| t.token).map_err(err)
                     }
                 })
                 .await;
-                let tokens: Arc<Vec<String>> =
-                    Arc::new(std::mem::take(&mut *tokens.lock().unwrap_or_else(|p| p.into_inner())));
                 drive("token.get", workers, duration, false, move |w, i| {
                     let (client, token) = (conn(w), tokens[pick(w, i, tokens.len())].clone());
                     async move { TokenApiClient::get(&*client, TokenRef { token }.into()).await.map(|_| true).map_err(err) }
@@ -283,20 +296,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .await
             }
             "code.consume" => {
-                let codes = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.preload)));
-                let (c2, cid2, k2) = (clients.clone(), cid.clone(), codes.clone());
                 eprintln!("  preloading {} codes", args.preload);
-                drive("preload", workers, Until::Count(args.preload as u64), true, move |w, _| {
-                    let (client, codes, cid) = (c2[w % c2.len()].clone(), k2.clone(), cid2.clone());
-                    async move {
-                        let issued = CodeApiClient::issue(&*client, code_issue(&cid).into()).await.map_err(err)?;
-                        codes.lock().unwrap_or_else(|p| p.into_inner()).push(issued.code);
-                        Ok(true)
-                    }
-                })
-                .await;
-                let codes: Arc<Vec<String>> =
-                    Arc::new(std::mem::take(&mut *codes.lock().unwrap_or_else(|p| p.into_inner())));
+                let (c2, cid2) = (clients.clone(), cid.clone());
+                let codes =
+                    collect(workers, args.preload, move |w| {
+                        let (client, cid) = (c2[w % c2.len()].clone(), cid2.clone());
+                        async move {
+                            CodeApiClient::issue(&*client, code_issue(&cid).into()).await.map(|c| c.code).map_err(err)
+                        }
+                    })
+                    .await;
                 drive("code.consume", workers, duration, false, move |w, i| {
                     let client = conn(w);
                     let code = codes.get(w + i as usize * workers).cloned();
