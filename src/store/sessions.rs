@@ -76,6 +76,9 @@ impl SessionFilter {
 impl Store {
     /// `session.put`: creates or replaces a session for a registered client.
     pub async fn session_put(&self, s: NewSession, now: DateTime<Utc>) -> Result<Session, StoreError> {
+        // The client is read before the upsert, outside its transaction: a client deleted in
+        // between can leave a session behind, which expires on its own and cannot mint a
+        // code (code.issue checks the client again).
         let client = self.client_row(&s.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
         if !validate::redirect_uri_registered(&s.redirect_uri, &client.redirect_uris) {
             return Err(Error::invalid("redirect_uri", "not registered for this client").into());
