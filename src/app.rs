@@ -93,11 +93,6 @@ impl Application {
         self.addr
     }
 
-    /// The store the server uses.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Serves until `shutdown` resolves. Then subscriptions are closed with reason `shutdown`
     /// (and the cursor to resume from), the listener stops accepting, in-flight calls finish,
     /// the background loops stop, and the store is released.

@@ -51,12 +51,4 @@ impl Store {
             self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
         Ok(pass.unwrap_or_default())
     }
-
-    /// The earliest deadline of a session or token still stored, if any.
-    pub async fn next_deadline(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        const SQL: &str = "RETURN array::min(array::concat( \
-            (SELECT VALUE expires_at FROM session ORDER BY expires_at LIMIT 1), \
-            (SELECT VALUE expires_at FROM token ORDER BY expires_at LIMIT 1)))";
-        super::take_one(&mut self.query(SQL, Vars::new()).await?, 0)
-    }
 }
