@@ -50,8 +50,7 @@ fn with_secret(mut client: Client, secret: Option<String>) -> Client {
 
 impl Store {
     pub(super) async fn client_row(&self, client_id: &str) -> Result<Option<ClientRow>, StoreError> {
-        let vars = Vars::new().set("rid", record("client", client_id));
-        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+        self.row("client", client_id).await
     }
 
     /// `client.register`. A confidential client gets `secret` (caller-supplied or generated);

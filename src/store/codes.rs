@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::events::{BY_GRANT, revoke_tokens};
-use super::{Store, StoreError, Vars, record, take_one};
+use super::{Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume};
 use crate::domain::token::FamilyRecord;
 use crate::domain::{Policy, session, validate};
@@ -90,10 +90,9 @@ impl Store {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<ConsumedCode, StoreError> {
-        let rid = record("code", &secret::digest(&p.code));
+        let key = secret::digest(&p.code);
         self.retrying(|| async {
-            let vars = Vars::new().set("rid", rid.clone());
-            let stored: Option<CodeRecord> = take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)?;
+            let stored: Option<CodeRecord> = self.row("code", &key).await?;
             let stored = stored.ok_or(Error::NotFound(NotFound::Missing))?;
             let decision = code::consume(&stored, p, now);
             if decision == Consume::Replay {
@@ -102,12 +101,12 @@ impl Store {
             }
             // The gate: exactly one transaction can move consumed_at from NONE. The used code is
             // kept for the replay window, so a late replay still revokes the grant.
-            const BURN: &str =
-                "UPDATE ONLY $rid SET consumed_at = $now, expires_at = $keep_until WHERE consumed_at = NONE RETURN AFTER";
+            const BURN: &str = "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until \
+                 WHERE consumed_at = NONE RETURN AFTER";
             let window = Duration::seconds(i64::try_from(policy.code_replay_window_secs).unwrap_or(i64::MAX / 1000));
             let keep_until = stored.expires_at.max(now + window);
-            let vars = Vars::new().set("rid", rid.clone()).set("now", now).set("keep_until", keep_until);
-            let burned: Option<CodeRecord> = take_one(&mut self.query(BURN, vars).await?, 0)?;
+            let vars = Vars::new().set("rid", record("code", &key)).set("now", now).set("keep_until", keep_until);
+            let burned: Option<CodeRecord> = self.write(BURN, vars).await?;
             if burned.is_none() {
                 // Someone else consumed (or purged) it first: decide again from a fresh read.
                 return Err(StoreError::Retry);
@@ -130,8 +129,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let family_rid = record("family", &code.grant_id);
-        let vars = Vars::new().set("rid", family_rid.clone());
-        let family: Option<FamilyRecord> = take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)?;
+        let family: Option<FamilyRecord> = self.row("family", &code.grant_id).await?;
         if family.is_some_and(|f| f.revoked_at.is_some()) {
             return Ok(());
         }

@@ -5,6 +5,7 @@
 //! matched nothing, or a commit that hit a write conflict, becomes [`StoreError::Retry`] and the
 //! operation runs again from a fresh read, so losers of a race see the winner's result.
 
+mod batch;
 mod clients;
 mod codes;
 mod error;
@@ -127,6 +128,9 @@ pub struct Store {
     /// Woken after every committed transaction that wrote to the outbox, so the sequencer
     /// runs at once instead of at its next tick.
     outbox_written: Arc<Notify>,
+    /// Group commit for point reads and single-statement writes (`batch.rs`); `None` in the
+    /// handles its own workers use.
+    queues: Option<batch::Queues>,
 }
 
 impl fmt::Debug for Store {
@@ -147,8 +151,10 @@ impl Store {
             db.signin(Root { username: username.clone(), password: password.clone() }).await?;
         }
         db.use_ns(config.namespace.clone()).use_db(config.database.clone()).await?;
-        let store = Store { db, kind: config.location.kind(), outbox_written: Arc::new(Notify::new()) };
+        let mut store =
+            Store { db, kind: config.location.kind(), outbox_written: Arc::new(Notify::new()), queues: None };
         schema::apply(&store).await?;
+        store.queues = Some(batch::Queues::start(&store));
         Ok(store)
     }
 
@@ -200,6 +206,29 @@ impl Store {
             }
         }
         Err(worst.map(|(_, e)| e).unwrap_or(StoreError::Retry))
+    }
+
+    /// One record by table and key, live or not. Concurrent reads share one query.
+    async fn row<T: DeserializeOwned>(&self, table: &'static str, key: &str) -> Result<Option<T>, StoreError> {
+        let value = match &self.queues {
+            Some(queues) => queues.read(table, key).await?,
+            None => take_one(
+                &mut self.query("SELECT * FROM ONLY $rid", Vars::new().set("rid", record(table, key))).await?,
+                0,
+            )?,
+        };
+        value.map(|v| serde_json::from_value(v).map_err(|e| StoreError::Decode(e.to_string()))).transpose()
+    }
+
+    /// Runs one statement that names its parameters `$item.<name>` and returns what it
+    /// returns. Concurrent writes share one transaction (group commit); a write that lost a
+    /// race reports [`StoreError::Retry`] like any other query.
+    async fn write<T: DeserializeOwned>(&self, sql: &'static str, vars: Vars) -> Result<Option<T>, StoreError> {
+        let value: Option<serde_json::Value> = match &self.queues {
+            Some(queues) => queues.write(sql, vars).await?,
+            None => take_one(&mut self.query(sql, Vars::new().set("item", vars.0)).await?, 0)?,
+        };
+        value.map(|v| serde_json::from_value(v).map_err(|e| StoreError::Decode(e.to_string()))).transpose()
     }
 
     /// Runs `attempt` until it stops asking for a retry.

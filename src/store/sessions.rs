@@ -83,11 +83,11 @@ impl Store {
         if !validate::redirect_uri_registered(&s.redirect_uri, &client.redirect_uris) {
             return Err(Error::invalid("redirect_uri", "not registered for this client").into());
         }
-        const SQL: &str = "UPSERT ONLY $rid SET session_id = $id, client_id = $client_id, redirect_uri = $redirect_uri, \
-            state = $state, code_challenge = $code_challenge, code_challenge_method = $code_challenge_method, \
-            scope = $scope, resource = $resource, user_id = $user_id, data = $data, \
-            created_at = created_at ?? $now, updated_at = $now, expires_at = $expires_at, rev = (rev ?? 0) + 1 \
-            RETURN AFTER";
+        const SQL: &str = "UPSERT ONLY $item.rid SET session_id = $item.id, client_id = $item.client_id, \
+            redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
+            code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
+            user_id = $item.user_id, data = $item.data, created_at = created_at ?? $item.now, updated_at = $item.now, \
+            expires_at = $item.expires_at, rev = (rev ?? 0) + 1 RETURN AFTER";
         let vars = Vars::new()
             .set("rid", record("session", &s.id))
             .set("id", s.id)
@@ -102,15 +102,13 @@ impl Store {
             .set("data", s.data)
             .set("expires_at", s.expires_at)
             .set("now", now);
-        let row: Option<SessionRow> =
-            self.retrying(|| async { take_one(&mut self.query(SQL, vars.clone()).await?, 0) }).await?;
+        let row: Option<SessionRow> = self.retrying(|| self.write(SQL, vars.clone())).await?;
         row.map(Session::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))
     }
 
     /// The stored session row, live or not.
     pub(super) async fn session_row(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        let vars = Vars::new().set("rid", record("session", id));
-        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+        self.row("session", id).await
     }
 
     /// `session.get`: the session if it exists, live or expired (the caller applies the TTL).

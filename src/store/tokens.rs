@@ -44,13 +44,11 @@ fn issued(new: NewToken) -> IssuedToken {
 
 impl Store {
     async fn token_row(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let vars = Vars::new().set("rid", record("token", hash));
-        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+        self.row("token", hash).await
     }
 
     async fn family_row(&self, grant_id: &str) -> Result<Option<FamilyRecord>, StoreError> {
-        let vars = Vars::new().set("rid", record("family", grant_id));
-        take_one(&mut self.query("SELECT * FROM ONLY $rid", vars).await?, 0)
+        self.row("family", grant_id).await
     }
 
     /// `token.issue`: mints a token into a new or existing family. A family has one active
