@@ -2,6 +2,7 @@
 //! N connections × M calls in flight, and Redis with the same tool at the same concurrency,
 //! then prints throughput, latency percentiles and ratios to the baselines.
 
+mod raw;
 mod resp;
 pub mod soak;
 
@@ -47,6 +48,14 @@ pub struct BenchArgs {
     /// Records preloaded for the read workloads, and codes for `code.consume`.
     #[arg(long, default_value_t = 20_000)]
     pub preload: usize,
+    /// After the full-speed runs, run every workload again at half of the rate it reached,
+    /// for the latency at half of peak.
+    #[arg(long)]
+    pub half_peak: bool,
+    /// A database URL (e.g. `surrealkv:///tmp/raw`, a fresh directory) on which to measure
+    /// the raw SurrealDB ceiling: the store's statements, one query per call, in-process.
+    #[arg(long)]
+    pub raw: Option<String>,
     /// Redis servers to measure alongside, as LABEL=HOST:PORT (repeatable).
     #[arg(long = "redis")]
     pub redis: Vec<String>,
@@ -84,8 +93,10 @@ enum Until {
 }
 
 /// Runs `op` from `workers` tasks until `until`; `op` returns `Ok(false)` when it has no more
-/// work. Prints progress every second unless `quiet`.
-async fn drive<F, Fut>(name: &str, workers: usize, until: Until, quiet: bool, op: F) -> Outcome
+/// work. With `pace` (calls per second, all workers together) each worker starts its calls on
+/// a fixed schedule and latency counts from the scheduled start, so queueing shows. Prints
+/// progress every second unless `quiet`.
+async fn drive<F, Fut>(name: &str, workers: usize, until: Until, pace: Option<f64>, quiet: bool, op: F) -> Outcome
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<bool, String>> + Send,
@@ -113,6 +124,9 @@ where
         let (op, done, errors, first_error) = (op.clone(), done.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(4096);
+            // Spread the workers' schedules over one interval.
+            let interval = pace.map(|rate| Duration::from_secs_f64(workers as f64 / rate.max(1e-3)));
+            let offset = interval.map(|d| d.mul_f64(worker as f64 / workers as f64)).unwrap_or_default();
             for i in 0.. {
                 let stop = match until {
                     Until::Elapsed(d) => started.elapsed() >= d,
@@ -121,7 +135,14 @@ where
                 if stop {
                     break;
                 }
-                let t0 = Instant::now();
+                let t0 = match interval {
+                    Some(interval) => {
+                        let due = started + offset + interval.mul_f64(i as f64);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 match op(worker, i).await {
                     Ok(true) => {
                         latencies.push(t0.elapsed().as_micros() as u64);
@@ -168,7 +189,7 @@ where
 {
     let items = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let (sink, make) = (items.clone(), Arc::new(make));
-    drive("preload", workers, Until::Count(n as u64), true, move |w, _| {
+    drive("preload", workers, Until::Count(n as u64), None, true, move |w, _| {
         let (sink, make) = (sink.clone(), make.clone());
         async move {
             let item = make(w).await?;
@@ -209,7 +230,6 @@ fn err(e: jsonrpsee::core::client::Error) -> String {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let clients = connect(&args).await?;
     let workers = args.connections * args.in_flight.max(1);
-    let duration = Until::Elapsed(Duration::from_secs(args.seconds));
     let run_id = crate::secret::generate_id().replace(['-', '_'], "x");
     let client_id = format!("bench-{run_id}");
     let admin = clients[0].clone();
@@ -233,117 +253,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "authstore bench: {} connections × {} in flight = {workers} outstanding calls, {} s per workload",
         args.connections, args.in_flight, args.seconds
     );
-    let pick = |worker: usize, i: u64, n: usize| (worker.wrapping_mul(7919) + i as usize * 104_729) % n.max(1);
+    let setup = Setup {
+        clients: clients.clone(),
+        client_id,
+        run_id: run_id.clone(),
+        workers,
+        preload: args.preload,
+        seconds: args.seconds,
+    };
     let mut outcomes = Vec::new();
     for workload in &args.workloads {
-        let c = clients.clone();
-        let cid = client_id.clone();
-        let conn = move |w: usize| c[w % c.len()].clone();
         eprintln!("{workload}:");
-        let outcome = match workload.as_str() {
-            "ping" => {
-                drive("ping (transport)", workers, duration, false, move |w, _| {
-                    let client = conn(w);
-                    async move { client.ping().await.map(|_| true).map_err(err) }
-                })
-                .await
-            }
-            "session.put" => {
-                let run = run_id.clone();
-                drive("session.put", workers, duration, false, move |w, i| {
-                    let (client, put) = (conn(w), session(&cid, format!("p-{run}-{w}-{i}")));
-                    async move { client.put(put.into()).await.map(|_| true).map_err(err) }
-                })
-                .await
-            }
-            "session.get" => {
-                let ids: Arc<Vec<String>> = Arc::new((0..args.preload).map(|k| format!("g-{run_id}-{k}")).collect());
-                let (c2, cid2, ids2) = (clients.clone(), cid.clone(), ids.clone());
-                eprintln!("  preloading {} sessions", ids.len());
-                drive("preload", workers, Until::Count(ids.len() as u64), true, move |w, i| {
-                    let client = c2[w % c2.len()].clone();
-                    let k = w + i as usize * workers;
-                    let put = ids2.get(k).map(|id| session(&cid2, id.clone()));
-                    async move {
-                        match put {
-                            Some(put) => client.put(put.into()).await.map(|_| true).map_err(err),
-                            None => Ok(false),
-                        }
-                    }
-                })
-                .await;
-                drive("session.get", workers, duration, false, move |w, i| {
-                    let (client, id) = (conn(w), ids[pick(w, i, ids.len())].clone());
-                    async move { SessionApiClient::get(&*client, SessionRef { id }.into()).await.map(|_| true).map_err(err) }
-                })
-                .await
-            }
-            "token.get" => {
-                eprintln!("  preloading {} tokens", args.preload);
-                let (c2, cid2) = (clients.clone(), cid.clone());
-                let tokens = collect(workers, args.preload, move |w| {
-                    let (client, cid) = (c2[w % c2.len()].clone(), cid2.clone());
-                    async move {
-                        let issue = TokenIssue { client_id: cid, user_id: format!("u{w}"), ..Default::default() };
-                        TokenApiClient::issue(&*client, issue.into()).await.map(|t| t.token).map_err(err)
-                    }
-                })
-                .await;
-                drive("token.get", workers, duration, false, move |w, i| {
-                    let (client, token) = (conn(w), tokens[pick(w, i, tokens.len())].clone());
-                    async move { TokenApiClient::get(&*client, TokenRef { token }.into()).await.map(|_| true).map_err(err) }
-                })
-                .await
-            }
-            "code.consume" => {
-                eprintln!("  preloading {} codes", args.preload);
-                let (c2, cid2) = (clients.clone(), cid.clone());
-                let codes =
-                    collect(workers, args.preload, move |w| {
-                        let (client, cid) = (c2[w % c2.len()].clone(), cid2.clone());
-                        async move {
-                            CodeApiClient::issue(&*client, code_issue(&cid).into()).await.map(|c| c.code).map_err(err)
-                        }
-                    })
-                    .await;
-                drive("code.consume", workers, duration, false, move |w, i| {
-                    let client = conn(w);
-                    let code = codes.get(w + i as usize * workers).cloned();
-                    let cid = cid.clone();
-                    async move {
-                        let Some(code) = code else { return Ok(false) };
-                        client.consume(consume(&cid, code).into()).await.map(|_| true).map_err(err)
-                    }
-                })
-                .await
-            }
-            "flow" => {
-                let run = run_id.clone();
-                drive("flow (5 calls)", workers, duration, false, move |w, i| {
-                    let (client, cid) = (conn(w), cid.clone());
-                    let id = format!("f-{run}-{w}-{i}");
-                    async move {
-                        client.put(session(&cid, id.clone()).into()).await.map_err(err)?;
-                        let issue =
-                            CodeIssue { session_id: Some(id), user_id: Some("alice".into()), ..Default::default() };
-                        let code = CodeApiClient::issue(&*client, issue.into()).await.map_err(err)?;
-                        let grant = client.consume(consume(&cid, code.code).into()).await.map_err(err)?;
-                        let issue = TokenIssue {
-                            client_id: cid.clone(),
-                            user_id: "alice".into(),
-                            grant_id: Some(grant.grant_id),
-                            ..Default::default()
-                        };
-                        let token = TokenApiClient::issue(&*client, issue.into()).await.map_err(err)?;
-                        let rotate = TokenRotate { token: token.token, client_id: cid, ..Default::default() };
-                        client.rotate(rotate.into()).await.map(|_| true).map_err(err)
-                    }
-                })
-                .await
-            }
-            other => anyhow::bail!("unknown workload {other:?}; known: {}", ALL.join(", ")),
-        };
-        outcomes.push(outcome);
+        outcomes.push(workload_run(&setup, workload, None).await?);
+    }
+    if args.half_peak {
+        let peaks: Vec<(String, f64)> = outcomes.iter().map(|o| (o.name.clone(), o.rate())).collect();
+        for (workload, (name, peak)) in args.workloads.iter().zip(peaks) {
+            let pace = peak / 2.0;
+            eprintln!("{workload} at half of its peak ({pace:.0}/s):");
+            let mut outcome = workload_run(&setup, workload, Some(pace)).await?;
+            outcome.name = format!("{name} @ ½ peak");
+            outcomes.push(outcome);
+        }
+    }
+    if let Some(url) = &args.raw {
+        outcomes.extend(raw::run(url, &args.workloads, workers, args.seconds, args.preload).await?);
     }
     for spec in &args.redis {
         let (label, addr) = spec.split_once('=').unwrap_or(("redis", spec.as_str()));
@@ -351,6 +285,132 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     print_table(&outcomes, &args, workers);
     Ok(())
+}
+
+/// What every workload run shares.
+struct Setup {
+    clients: Vec<Arc<WsClient>>,
+    client_id: String,
+    run_id: String,
+    workers: usize,
+    preload: usize,
+    seconds: u64,
+}
+
+/// Runs one workload (preloading what it needs), at full speed or paced.
+async fn workload_run(setup: &Setup, workload: &str, pace: Option<f64>) -> anyhow::Result<Outcome> {
+    let Setup { clients, client_id, workers, .. } = setup;
+    let workers = *workers;
+    let duration = Until::Elapsed(Duration::from_secs(setup.seconds));
+    let pick = |worker: usize, i: u64, n: usize| (worker.wrapping_mul(7919) + i as usize * 104_729) % n.max(1);
+    // Each paced run gets fresh records, so ids never collide with the first run's.
+    let run_id = format!("{}{}", setup.run_id, if pace.is_some() { "h" } else { "" });
+    let c = clients.clone();
+    let cid = client_id.clone();
+    let conn = move |w: usize| c[w % c.len()].clone();
+    let outcome = match workload {
+        "ping" => {
+            drive("ping (transport)", workers, duration, pace, false, move |w, _| {
+                let client = conn(w);
+                async move { client.ping().await.map(|_| true).map_err(err) }
+            })
+            .await
+        }
+        "session.put" => {
+            let run = run_id.clone();
+            drive("session.put", workers, duration, pace, false, move |w, i| {
+                let (client, put) = (conn(w), session(&cid, format!("p-{run}-{w}-{i}")));
+                async move { client.put(put.into()).await.map(|_| true).map_err(err) }
+            })
+            .await
+        }
+        "session.get" => {
+            let ids: Arc<Vec<String>> = Arc::new((0..setup.preload).map(|k| format!("g-{run_id}-{k}")).collect());
+            let (c2, cid2, ids2) = (clients.clone(), cid.clone(), ids.clone());
+            eprintln!("  preloading {} sessions", ids.len());
+            drive("preload", workers, Until::Count(ids.len() as u64), None, true, move |w, i| {
+                let client = c2[w % c2.len()].clone();
+                let k = w + i as usize * workers;
+                let put = ids2.get(k).map(|id| session(&cid2, id.clone()));
+                async move {
+                    match put {
+                        Some(put) => client.put(put.into()).await.map(|_| true).map_err(err),
+                        None => Ok(false),
+                    }
+                }
+            })
+            .await;
+            drive("session.get", workers, duration, pace, false, move |w, i| {
+                let (client, id) = (conn(w), ids[pick(w, i, ids.len())].clone());
+                async move { SessionApiClient::get(&*client, SessionRef { id }.into()).await.map(|_| true).map_err(err) }
+            })
+            .await
+        }
+        "token.get" => {
+            eprintln!("  preloading {} tokens", setup.preload);
+            let (c2, cid2) = (clients.clone(), cid.clone());
+            let tokens = collect(workers, setup.preload, move |w| {
+                let (client, cid) = (c2[w % c2.len()].clone(), cid2.clone());
+                async move {
+                    let issue = TokenIssue { client_id: cid, user_id: format!("u{w}"), ..Default::default() };
+                    TokenApiClient::issue(&*client, issue.into()).await.map(|t| t.token).map_err(err)
+                }
+            })
+            .await;
+            drive("token.get", workers, duration, pace, false, move |w, i| {
+                let (client, token) = (conn(w), tokens[pick(w, i, tokens.len())].clone());
+                async move { TokenApiClient::get(&*client, TokenRef { token }.into()).await.map(|_| true).map_err(err) }
+            })
+            .await
+        }
+        "code.consume" => {
+            eprintln!("  preloading {} codes", setup.preload);
+            let (c2, cid2) = (clients.clone(), cid.clone());
+            let codes =
+                collect(workers, setup.preload, move |w| {
+                    let (client, cid) = (c2[w % c2.len()].clone(), cid2.clone());
+                    async move {
+                        CodeApiClient::issue(&*client, code_issue(&cid).into()).await.map(|c| c.code).map_err(err)
+                    }
+                })
+                .await;
+            drive("code.consume", workers, duration, pace, false, move |w, i| {
+                let client = conn(w);
+                let code = codes.get(w + i as usize * workers).cloned();
+                let cid = cid.clone();
+                async move {
+                    let Some(code) = code else { return Ok(false) };
+                    client.consume(consume(&cid, code).into()).await.map(|_| true).map_err(err)
+                }
+            })
+            .await
+        }
+        "flow" => {
+            let run = run_id.clone();
+            drive("flow (5 calls)", workers, duration, pace, false, move |w, i| {
+                let (client, cid) = (conn(w), cid.clone());
+                let id = format!("f-{run}-{w}-{i}");
+                async move {
+                    client.put(session(&cid, id.clone()).into()).await.map_err(err)?;
+                    let issue = CodeIssue { session_id: Some(id), user_id: Some("alice".into()), ..Default::default() };
+                    let code = CodeApiClient::issue(&*client, issue.into()).await.map_err(err)?;
+                    let grant = client.consume(consume(&cid, code.code).into()).await.map_err(err)?;
+                    let issue = TokenIssue {
+                        client_id: cid.clone(),
+                        user_id: "alice".into(),
+                        grant_id: Some(grant.grant_id),
+                        ..Default::default()
+                    };
+                    let token = TokenApiClient::issue(&*client, issue.into()).await.map_err(err)?;
+                    let rotate = TokenRotate { token: token.token, client_id: cid, ..Default::default() };
+                    client.rotate(rotate.into()).await.map(|_| true).map_err(err)
+                }
+            })
+            .await
+        }
+        other => anyhow::bail!("unknown workload {other:?}; known: {}", ALL.join(", ")),
+    };
+    Ok(outcome)
 }
 
 fn session(client_id: &str, id: String) -> SessionPut {
@@ -402,7 +462,7 @@ async fn redis(label: &str, addr: &str, workers: usize, args: &BenchArgs, run: &
     eprintln!("redis {label} ({addr}):");
     let (c, v, r) = (conns.clone(), value.clone(), run.to_string());
     outcomes.push(
-        drive(&format!("redis SET EX ({label})"), workers, duration, false, move |w, i| {
+        drive(&format!("redis SET EX ({label})"), workers, duration, None, false, move |w, i| {
             let (conn, value, key) = (c[w].clone(), v.clone(), format!("s:{r}:{w}:{i}"));
             async move {
                 let mut conn = conn.lock().await;
@@ -415,7 +475,7 @@ async fn redis(label: &str, addr: &str, workers: usize, args: &BenchArgs, run: &
         .await,
     );
     let (c, v, r) = (conns.clone(), value.clone(), run.to_string());
-    drive("preload", workers, Until::Count(preload as u64), true, move |w, i| {
+    drive("preload", workers, Until::Count(preload as u64), None, true, move |w, i| {
         let (conn, value, key) = (c[w].clone(), v.clone(), format!("g:{r}:{}", w + i as usize * workers));
         async move {
             let mut conn = conn.lock().await;
@@ -428,7 +488,7 @@ async fn redis(label: &str, addr: &str, workers: usize, args: &BenchArgs, run: &
     .await;
     let (c, r) = (conns.clone(), run.to_string());
     outcomes.push(
-        drive(&format!("redis GET ({label})"), workers, duration, false, move |w, i| {
+        drive(&format!("redis GET ({label})"), workers, duration, None, false, move |w, i| {
             let (conn, key) =
                 (c[w].clone(), format!("g:{r}:{}", (w.wrapping_mul(7919) + i as usize * 104_729) % preload.max(1)));
             async move {
@@ -440,7 +500,7 @@ async fn redis(label: &str, addr: &str, workers: usize, args: &BenchArgs, run: &
     );
     let (c, r) = (conns.clone(), run.to_string());
     outcomes.push(
-        drive(&format!("redis GETDEL ({label})"), workers, duration, false, move |w, i| {
+        drive(&format!("redis GETDEL ({label})"), workers, duration, None, false, move |w, i| {
             let index = w + i as usize * workers;
             let (conn, key) = (c[w].clone(), format!("g:{r}:{index}"));
             async move {
@@ -475,14 +535,22 @@ fn print_table(outcomes: &[Outcome], args: &BenchArgs, workers: usize) {
         args.connections, args.in_flight, args.seconds, args.preload
     );
     println!();
-    println!("| workload | ops | errors | ops/s | p50 ms | p95 ms | p99 ms | × transport | × Redis (per label) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| workload | ops | errors | ops/s | p50 ms | p95 ms | p99 ms | × transport | × raw SurrealDB | × Redis (per label) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
+        let over_wire = !o.name.starts_with("redis") && !o.name.starts_with("raw ") && !o.name.contains('@');
         let vs_transport = transport
             .filter(|_| !o.name.starts_with("redis"))
             .map(|t| format!("{:.2}", o.rate() / t))
             .unwrap_or_default();
+        let vs_raw = find(&format!("raw {}", o.name))
+            .filter(|_| over_wire)
+            .map(|raw| format!("{:.2}", o.rate() / raw))
+            .unwrap_or_default();
         let vs_redis = peer_for(&o.name)
+            .filter(|_| over_wire)
             .map(|peer| {
                 peers
                     .iter()
@@ -493,7 +561,7 @@ fn print_table(outcomes: &[Outcome], args: &BenchArgs, workers: usize) {
             })
             .unwrap_or_default();
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             o.name,
             o.ops,
             o.errors,
@@ -502,6 +570,7 @@ fn print_table(outcomes: &[Outcome], args: &BenchArgs, workers: usize) {
             o.percentile(0.95),
             o.percentile(0.99),
             vs_transport,
+            vs_raw,
             vs_redis
         );
     }

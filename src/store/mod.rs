@@ -158,6 +158,12 @@ impl Store {
         Ok(store)
     }
 
+    /// A handle that runs every query on its own, without group commit: one query per read
+    /// or write, as a plain SurrealDB client would. The benchmark's raw ceiling uses it.
+    pub fn unbatched(&self) -> Store {
+        Store { queues: None, ..self.clone() }
+    }
+
     /// Resolves after the next transaction that wrote events commits.
     pub fn outbox_written(&self) -> Arc<Notify> {
         self.outbox_written.clone()
