@@ -28,6 +28,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Run mixed load while killing and restarting the server, then check what was acknowledged.
     Soak(crate::bench::soak::SoakArgs),
+    /// Seed a million live records, then measure reads, restart, expiry and memory at that size.
+    Scale(crate::bench::scale::ScaleArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

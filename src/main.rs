@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args,
         Command::Bench(args) => return tool("bench", authstore::bench::run(args)),
         Command::Soak(args) => return tool("soak", authstore::bench::soak::run(args)),
+        Command::Scale(args) => return tool("scale", authstore::bench::scale::run(args)),
     };
     authstore::telemetry::init(args.log_format);
     let config = match Config::try_from(&args) {
@@ -72,7 +73,9 @@ async fn shutdown_signal() {
 
 /// Runs one of the client-side tools to completion.
 fn tool(name: &str, job: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The tools may run SurrealDB in-process (bench --raw, scale's seeding): same stacks.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(STACK_BYTES).build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("authstore {name}: cannot start the runtime: {e}");

@@ -4,6 +4,7 @@
 
 mod raw;
 mod resp;
+pub mod scale;
 pub mod soak;
 
 use std::future::Future;
@@ -94,7 +95,7 @@ enum Until {
 
 /// Runs `op` from `workers` tasks until `until`; `op` returns `Ok(false)` when it has no more
 /// work. With `pace` (calls per second, all workers together) each worker starts its calls on
-/// a fixed schedule and latency counts from the scheduled start, so queueing shows. Prints
+/// a fixed schedule, and a call that starts late counts from its slot, so queueing shows. Prints
 /// progress every second unless `quiet`.
 async fn drive<F, Fut>(name: &str, workers: usize, until: Until, pace: Option<f64>, quiet: bool, op: F) -> Outcome
 where
@@ -136,10 +137,17 @@ where
                     break;
                 }
                 let t0 = match interval {
+                    // Early: wait for the slot and count from the actual start (the timer is
+                    // coarser than the latencies measured). Late because the previous call
+                    // overran: count from the slot, so queueing shows.
                     Some(interval) => {
                         let due = started + offset + interval.mul_f64(i as f64);
-                        tokio::time::sleep_until(due.into()).await;
-                        due
+                        if due > Instant::now() {
+                            tokio::time::sleep_until(due.into()).await;
+                            Instant::now()
+                        } else {
+                            due
+                        }
                     }
                     None => Instant::now(),
                 };

@@ -13,6 +13,7 @@ mod events;
 mod expiry;
 mod feed;
 mod schema;
+mod seed;
 mod sessions;
 mod stats;
 mod tokens;
@@ -32,6 +33,7 @@ use tokio::sync::Notify;
 pub use error::StoreError;
 pub use expiry::ExpiryPass;
 pub use feed::{EventRecord, LogBounds};
+pub use seed::{seeded_session, seeded_token};
 pub use sessions::SessionFilter;
 pub use tokens::TokenFilter;
 
