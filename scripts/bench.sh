@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark in docs/benchmarks.md again, on this machine, and prints the figures.
-#   scripts/bench.sh            # load (authstore vs transport vs Redis), soak, long fuzz
+#   scripts/bench.sh            # load (vs transport, raw SurrealDB, Redis), scale, soak, long fuzz
 #   SECONDS_PER=20 CONNECTIONS=64 scripts/bench.sh
 # Needs redis-server (Debian: apt-get install redis-server). Everything runs on loopback.
 set -euo pipefail
@@ -11,6 +11,7 @@ SECONDS_PER="${SECONDS_PER:-10}"
 CONNECTIONS="${CONNECTIONS:-16}"
 IN_FLIGHT="${IN_FLIGHT:-4}"
 SOAK_CYCLES="${SOAK_CYCLES:-100}"
+SCALE_RECORDS="${SCALE_RECORDS:-1000000}"
 FUZZ_CASES="${FUZZ_CASES:-200000}"
 work="$(mktemp -d)"
 pids=()
@@ -38,7 +39,11 @@ sleep 2
 
 echo "== load"
 "$bin" bench --url "ws://127.0.0.1:$PORT" --seconds "$SECONDS_PER" --connections "$CONNECTIONS" --in-flight "$IN_FLIGHT" \
-    --redis always=127.0.0.1:6390 --redis everysec=127.0.0.1:6391
+    --half-peak --raw "surrealkv://$work/raw" --redis always=127.0.0.1:6390 --redis everysec=127.0.0.1:6391
+kill "${pids[0]}" 2>/dev/null || true
+
+echo "== scale ($SCALE_RECORDS records)"
+"$bin" scale --dir "$work/scale" --records "$SCALE_RECORDS" --port $((PORT + 2))
 
 echo "== soak ($SOAK_CYCLES SIGKILL cycles)"
 "$bin" soak --cycles "$SOAK_CYCLES" --dir "$work/soak" --port $((PORT + 1))

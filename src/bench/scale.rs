@@ -124,7 +124,18 @@ async fn measure(args: &ScaleArgs, exe: &Path, records: usize, large: bool) -> a
     } else {
         eprintln!("scale: reusing the {records}-record dataset in {}", dir.display());
     }
-    let (mut server, ready_first) = start(exe, &dir, args.port).await?;
+    let waited_for_lock = Instant::now();
+    // The embedded datastore closes in the background once its last handle is gone, flushing
+    // what it holds; until then the server cannot take the directory's lock.
+    let (mut server, ready_first) = loop {
+        match start(exe, &dir, args.port).await {
+            Err(e) if waited_for_lock.elapsed() < Duration::from_secs(300) => {
+                eprintln!("scale: {e:#}; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => break other?,
+        }
+    };
     let _ = server.kill();
     let _ = server.wait();
     let (mut server, ready_after_kill) = start(exe, &dir, args.port).await?;
@@ -188,9 +199,6 @@ async fn seed(path: &Path, records: usize) -> anyhow::Result<()> {
         }
     }
     drop(store);
-    // The embedded datastore closes when its last handle goes; give it a moment to let go of
-    // the directory lock before the server opens it.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
 }
 
