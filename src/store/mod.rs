@@ -17,9 +17,11 @@ mod seed;
 mod sessions;
 mod stats;
 mod tokens;
+mod wal_tail;
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,6 +149,7 @@ impl Store {
         if let Location::SurrealKv(path) = &config.location {
             std::fs::create_dir_all(path)
                 .map_err(|e| StoreError::Database(format!("cannot create data directory {path}: {e}")))?;
+            trim_torn_wal(Path::new(path)).await?;
         }
         let db = any::connect(config.location.endpoint()).await?;
         if let (Some(username), Some(password)) = (&config.username, &config.password) {
@@ -253,6 +256,30 @@ impl Store {
         }
         Err(StoreError::Retry)
     }
+}
+
+/// Cuts an unfinished record off the end of SurrealKV's log before it is opened, so that
+/// this run's commits are not appended after it and later truncated away (`wal_tail.rs`).
+async fn trim_torn_wal(data_dir: &Path) -> Result<(), StoreError> {
+    let wal = data_dir.join("wal");
+    let outcome = tokio::task::spawn_blocking(move || wal_tail::trim(&wal))
+        .await
+        .map_err(|e| StoreError::Database(format!("checking the write-ahead log: {e}")))?
+        .map_err(|e| StoreError::Database(format!("checking the write-ahead log: {e}")))?;
+    match outcome {
+        wal_tail::Outcome::Clean => {}
+        wal_tail::Outcome::Trimmed { segment, removed } => tracing::warn!(
+            segment = %segment.display(),
+            removed_bytes = removed,
+            "cut an unfinished record (left by a crash) off the end of the write-ahead log"
+        ),
+        wal_tail::Outcome::DamagedInside { segment, at } => tracing::error!(
+            segment = %segment.display(),
+            offset = at,
+            "the write-ahead log is damaged before its end; SurrealKV will truncate it there"
+        ),
+    }
+    Ok(())
 }
 
 /// Ranks an error by how much it tells us, and maps it.

@@ -25,7 +25,7 @@ fn start(dir: &Path, port: u16) -> Child {
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("start authstore")
 }
@@ -151,4 +151,106 @@ async fn acknowledged_writes_survive_sigkill_and_stay_usable() {
     );
     child.kill().expect("stop");
     child.wait().expect("reap");
+}
+
+/// The newest SurrealKV WAL segment under `data`.
+fn newest_wal_segment(data: &Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(data.join("wal"))
+        .expect("wal directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a WAL segment")
+}
+
+/// Appends what a write cut short by a kill leaves behind: `bytes` of a record.
+fn tear_wal_tail(data: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut wal = std::fs::OpenOptions::new().append(true).open(newest_wal_segment(data)).expect("open WAL");
+    wal.write_all(bytes).expect("append torn record");
+    wal.sync_all().expect("sync WAL");
+}
+
+/// The first fragment of a record split across blocks, complete and checksummed, whose
+/// remaining fragments were never written: SurrealKV's WAL framing (CRC-32 over type and data,
+/// big-endian CRC and length, type 2 = First).
+fn first_fragment_only(data: &Path) -> Vec<u8> {
+    const BLOCK: u64 = 32 * 1024;
+    let size = std::fs::metadata(newest_wal_segment(data)).expect("WAL size").len();
+    let room = BLOCK - size % BLOCK;
+    let mut bytes = Vec::new();
+    if room < 8 {
+        bytes.resize(room as usize, 0);
+    }
+    let body = vec![0x5a_u8; 64];
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[2]);
+    crc.update(&body);
+    bytes.extend_from_slice(&crc.finalize().to_be_bytes());
+    bytes.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    bytes.push(2);
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// A kill can cut a WAL record short. Writes acknowledged by the next run must survive the
+/// run after it: SurrealKV on its own appends them after the torn bytes and, at the following
+/// start, "repairs" the segment by truncating at those bytes, losing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_acknowledged_after_a_torn_wal_tail_survive_the_next_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("db");
+    let port = free_port();
+    let put = |id: &str| SessionPut {
+        id: Some(id.into()),
+        client_id: "app".into(),
+        redirect_uri: REDIRECT.into(),
+        code_challenge: Some(CHALLENGE.into()),
+        ttl_secs: Some(86_400),
+        ..Default::default()
+    };
+    let mut child = start(&data, port);
+    let client = connect_when_ready(port).await;
+    client.register(crate::support::public_client("app").into()).await.expect("client.register");
+    let mut acked = Vec::new();
+    fn partial_header(_: &Path) -> Vec<u8> {
+        vec![0x13, 0x37, 0x00]
+    }
+    type Tear = fn(&Path) -> Vec<u8>;
+    let tears: [(&str, Tear); 2] = [("partial-header", partial_header), ("first-fragment-only", first_fragment_only)];
+    for (round, (what, tear)) in tears.iter().enumerate() {
+        let client = connect_when_ready(port).await;
+        for i in 0..20 {
+            let id = format!("r{round}-before-{i}");
+            client.put(put(&id).into()).await.expect("session.put");
+            acked.push(id);
+        }
+        drop(client);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        tear_wal_tail(&data, &tear(&data));
+
+        child = start(&data, port);
+        let client = connect_when_ready(port).await;
+        for i in 0..20 {
+            let id = format!("r{round}-after-{what}-{i}");
+            client.put(put(&id).into()).await.expect("session.put after the torn tail");
+            acked.push(id);
+        }
+        drop(client);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        child = start(&data, port);
+    }
+    let client = connect_when_ready(port).await;
+    let mut lost = Vec::new();
+    for id in &acked {
+        if SessionApiClient::get(&client, SessionRef { id: id.clone() }.into()).await.is_err() {
+            lost.push(id.clone());
+        }
+    }
+    child.kill().expect("stop");
+    child.wait().expect("reap");
+    assert!(lost.is_empty(), "{} of {} acknowledged sessions lost: {lost:?}", lost.len(), acked.len());
 }
