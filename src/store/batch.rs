@@ -25,7 +25,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::{Store, StoreError, Vars, record, take_one};
 
 /// Most jobs in one query. Bounds a transaction's size and a batch's latency.
-pub(super) const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 64;
 /// Read workers: more batches in flight keep both cores busy (measured: 4 beat 2 by ~10 %).
 const READ_WORKERS: usize = 4;
 /// Write workers: while one batch commits, the next one executes; more only split the
@@ -45,8 +45,8 @@ pub(super) struct Read {
 
 /// One SurrealQL statement that refers to its parameters as `$item.<name>`.
 pub(super) struct Write {
-    pub sql: &'static str,
-    pub vars: Vars,
+    sql: &'static str,
+    vars: Vars,
     reply: Reply,
 }
 
