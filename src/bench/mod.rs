@@ -16,7 +16,9 @@ use anyhow::Context as _;
 use clap::Args;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 
+use crate::domain::client::{self, Origin};
 use crate::rpc::api::{ClientApiClient, CodeApiClient, ServerApiClient, SessionApiClient, TokenApiClient};
+use crate::store::Store;
 use crate::types::{
     ClientMetadata, ClientRegister, CodeConsume, CodeIssue, SessionPut, SessionRef, TokenIssue, TokenRef, TokenRotate,
 };
@@ -243,17 +245,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let admin = clients[0].clone();
     admin
         .register(
-            ClientRegister {
-                client_id: Some(client_id.clone()),
-                metadata: ClientMetadata {
-                    redirect_uris: vec![REDIRECT.into()],
-                    token_endpoint_auth_method: Some("none".into()),
-                    grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
-                    ..Default::default()
-                },
-                client_secret: None,
-            }
-            .into(),
+            ClientRegister { client_id: Some(client_id.clone()), metadata: public_client(), client_secret: None }
+                .into(),
         )
         .await
         .context("registering the benchmark client")?;
@@ -419,6 +412,23 @@ async fn workload_run(setup: &Setup, workload: &str, pace: Option<f64>) -> anyho
         other => anyhow::bail!("unknown workload {other:?}; known: {}", ALL.join(", ")),
     };
     Ok(outcome)
+}
+
+/// The metadata of the public client every tool registers (PKCE, refresh tokens).
+fn public_client() -> ClientMetadata {
+    ClientMetadata {
+        redirect_uris: vec![REDIRECT.into()],
+        token_endpoint_auth_method: Some("none".into()),
+        grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
+        ..Default::default()
+    }
+}
+
+/// Registers the tools' public client straight in `store`.
+async fn register_directly(store: &Store, client_id: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+    let meta = client::metadata(public_client(), Origin::Registered)?;
+    store.client_register(client_id.to_string(), meta, None, now).await?;
+    Ok(())
 }
 
 fn session(client_id: &str, id: String) -> SessionPut {

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Outcome, REDIRECT, Until, code_issue, consume, drive, session};
+use super::{Outcome, Until, code_issue, consume, drive, session};
 use crate::clock::{Clock, SystemClock};
-use crate::domain::client::{self, Origin};
 use crate::domain::{Policy, session as session_rules};
 use crate::store::{Location, Store, StoreConfig};
-use crate::types::{ClientMetadata, TokenIssue};
+use crate::types::TokenIssue;
 
 /// Runs the raw counterparts of `workloads` against a fresh database at `url`.
 pub async fn run(
@@ -35,16 +34,7 @@ pub async fn run(
     let clock = Arc::new(SystemClock);
     let policy = Arc::new(Policy::default());
     let client_id = format!("raw-{}", crate::secret::generate_id().replace(['-', '_'], "x"));
-    let meta = client::metadata(
-        ClientMetadata {
-            redirect_uris: vec![REDIRECT.into()],
-            token_endpoint_auth_method: Some("none".into()),
-            grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
-            ..Default::default()
-        },
-        Origin::Registered,
-    )?;
-    store.client_register(client_id.clone(), meta, None, clock.now()).await?;
+    super::register_directly(&store, &client_id, clock.now()).await?;
     let duration = Until::Elapsed(Duration::from_secs(seconds));
     let pick = |worker: usize, i: u64, n: usize| (worker.wrapping_mul(7919) + i as usize * 104_729) % n.max(1);
     let mut outcomes = Vec::new();

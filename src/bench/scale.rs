@@ -17,12 +17,11 @@ use jsonrpsee::core::client::Subscription;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Outcome, REDIRECT, Until, drive, err, session};
+use super::{Outcome, Until, drive, err, session};
 use crate::clock::{Clock, SystemClock};
-use crate::domain::client::{self, Origin};
 use crate::rpc::api::{SessionApiClient, TokenApiClient};
 use crate::store::{Location, Store, StoreConfig, seeded_session, seeded_token};
-use crate::types::{ClientMetadata, SessionEvent, SessionRef, Subscribe, TokenRef};
+use crate::types::{SessionEvent, SessionRef, Subscribe, TokenRef};
 
 const CLIENT_ID: &str = "scale-client";
 /// Records per seeding transaction.
@@ -175,16 +174,7 @@ async fn seed(path: &Path, records: usize) -> anyhow::Result<()> {
     };
     let store = Store::open(&config).await.context("opening the dataset")?.unbatched();
     let clock = SystemClock;
-    let meta = client::metadata(
-        ClientMetadata {
-            redirect_uris: vec![REDIRECT.into()],
-            token_endpoint_auth_method: Some("none".into()),
-            grant_types: Some(vec!["authorization_code".into(), "refresh_token".into()]),
-            ..Default::default()
-        },
-        Origin::Registered,
-    )?;
-    store.client_register(CLIENT_ID.into(), meta, None, clock.now()).await?;
+    super::register_directly(&store, CLIENT_ID, clock.now()).await?;
     let started = Instant::now();
     let mut done = 0;
     let mut reported = 0;
