@@ -194,6 +194,18 @@ fn first_fragment_only(data: &Path) -> Vec<u8> {
     bytes
 }
 
+/// A live session for the public client `app`.
+fn session(id: &str) -> SessionPut {
+    SessionPut {
+        id: Some(id.into()),
+        client_id: "app".into(),
+        redirect_uri: REDIRECT.into(),
+        code_challenge: Some(CHALLENGE.into()),
+        ttl_secs: Some(86_400),
+        ..Default::default()
+    }
+}
+
 /// A kill can cut a WAL record short. Writes acknowledged by the next run must survive the
 /// run after it: SurrealKV on its own appends them after the torn bytes and, at the following
 /// start, "repairs" the segment by truncating at those bytes, losing them.
@@ -202,14 +214,6 @@ async fn writes_acknowledged_after_a_torn_wal_tail_survive_the_next_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("db");
     let port = free_port();
-    let put = |id: &str| SessionPut {
-        id: Some(id.into()),
-        client_id: "app".into(),
-        redirect_uri: REDIRECT.into(),
-        code_challenge: Some(CHALLENGE.into()),
-        ttl_secs: Some(86_400),
-        ..Default::default()
-    };
     let mut child = start(&data, port);
     let client = connect_when_ready(port).await;
     client.register(crate::support::public_client("app").into()).await.expect("client.register");
@@ -219,28 +223,23 @@ async fn writes_acknowledged_after_a_torn_wal_tail_survive_the_next_restart() {
     }
     type Tear = fn(&Path) -> Vec<u8>;
     let tears: [(&str, Tear); 2] = [("partial-header", partial_header), ("first-fragment-only", first_fragment_only)];
+    // Acknowledges 20 sessions named `prefix-N`, then kills the server.
+    async fn put_then_kill(port: u16, prefix: &str, child: &mut Child, acked: &mut Vec<String>) {
+        let client = connect_when_ready(port).await;
+        for i in 0..20 {
+            let id = format!("{prefix}-{i}");
+            client.put(session(&id).into()).await.expect("session.put");
+            acked.push(id);
+        }
+        drop(client);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
     for (round, (what, tear)) in tears.iter().enumerate() {
-        let client = connect_when_ready(port).await;
-        for i in 0..20 {
-            let id = format!("r{round}-before-{i}");
-            client.put(put(&id).into()).await.expect("session.put");
-            acked.push(id);
-        }
-        drop(client);
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        put_then_kill(port, &format!("r{round}-before"), &mut child, &mut acked).await;
         tear_wal_tail(&data, &tear(&data));
-
         child = start(&data, port);
-        let client = connect_when_ready(port).await;
-        for i in 0..20 {
-            let id = format!("r{round}-after-{what}-{i}");
-            client.put(put(&id).into()).await.expect("session.put after the torn tail");
-            acked.push(id);
-        }
-        drop(client);
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        put_then_kill(port, &format!("r{round}-after-{what}"), &mut child, &mut acked).await;
         child = start(&data, port);
     }
     let client = connect_when_ready(port).await;
