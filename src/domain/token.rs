@@ -149,15 +149,26 @@ pub fn token_value(token: &str) -> Result<()> {
 /// What presenting a token to `token.rotate` does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rotation {
-    /// Replace the active token with a successor.
-    Rotate { scope: Option<String>, expires_at: DateTime<Utc> },
+    /// Replace the active token with a successor; the change is stamped `at`.
+    Rotate { scope: Option<String>, expires_at: DateTime<Utc>, at: DateTime<Utc> },
     /// A rotated token came back inside the grace window while its successor is still unused:
-    /// mint a fresh successor and revoke the previous one.
-    Reissue { scope: Option<String>, expires_at: DateTime<Utc>, revoke: String },
+    /// mint a fresh successor and revoke the previous one; the change is stamped `at`.
+    Reissue { scope: Option<String>, expires_at: DateTime<Utc>, revoke: String, at: DateTime<Utc> },
     /// A rotated token came back outside the grace window: revoke the family.
     ReuseDetected,
     /// Refuse without changing anything.
     Refuse(Error),
+}
+
+/// The time a decision over `token` is taken at: never earlier than a change it has read.
+///
+/// `now` is read once, when the call arrives. A call that lost a race re-reads the token and
+/// decides again; the winner may have stamped its change after the loser's `now` (or on an
+/// instance whose clock runs ahead). Deciding at the earlier time would place the loser
+/// before a change it has already seen: with a grace window of 0 s, `now < status_at + 0`
+/// held and a strict rotation reissued, giving two winners.
+pub fn decision_time(token: &TokenRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+    [Some(token.issued_at), token.status_at, token.last_used_at].into_iter().flatten().fold(now, DateTime::max)
 }
 
 /// Decides a rotation attempt.
@@ -169,6 +180,7 @@ pub fn rotation(
     now: DateTime<Utc>,
 ) -> Rotation {
     let Some(token) = token else { return Rotation::Refuse(Error::NotFound(NotFound::Missing)) };
+    let now = decision_time(token, now);
     if token.client_id != p.client_id {
         return Rotation::Refuse(Error::InvalidGrant(InvalidGrant::ClientMismatch));
     }
@@ -190,16 +202,18 @@ pub fn rotation(
     match token.status {
         Status::Revoked => Rotation::Refuse(Error::InvalidGrant(InvalidGrant::Revoked)),
         Status::Active if family_revoked => Rotation::Refuse(Error::InvalidGrant(InvalidGrant::Revoked)),
-        Status::Active => Rotation::Rotate { scope, expires_at },
+        Status::Active => Rotation::Rotate { scope, expires_at, at: now },
+        // Strict mode: a rotated token presented again is reuse, whenever it comes back.
+        Status::Rotated if policy.rotation_grace_secs == 0 => Rotation::ReuseDetected,
         Status::Rotated => {
             let grace = Duration::seconds(i64::try_from(policy.rotation_grace_secs).unwrap_or(i64::MAX / 1000));
-            let in_grace = token.status_at.is_some_and(|at| now < at + grace);
+            let in_grace = token.status_at.and_then(|at| at.checked_add_signed(grace)).is_some_and(|end| now < end);
             let successor_unused = match (family, &token.successor) {
                 (Some(f), Some(successor)) => f.revoked_at.is_none() && f.active_token.as_ref() == Some(successor),
                 _ => false,
             };
             match (in_grace && successor_unused, &token.successor) {
-                (true, Some(successor)) => Rotation::Reissue { scope, expires_at, revoke: successor.clone() },
+                (true, Some(successor)) => Rotation::Reissue { scope, expires_at, revoke: successor.clone(), at: now },
                 _ => Rotation::ReuseDetected,
             }
         }
@@ -331,6 +345,41 @@ mod tests {
         let now = t0();
         let t = token(now, Status::Rotated);
         assert_eq!(rotation(Some(&t), Some(&family("h2")), &req(), &Policy::default(), now), Rotation::ReuseDetected);
+    }
+
+    // A caller that lost the race re-reads the token after the winner rotated it. Its `now`
+    // was read when its call arrived, possibly before the winner's stamp: strict mode must
+    // still see reuse, never a reissue (two winners).
+    #[test]
+    fn a_loser_that_decides_after_the_winners_stamp_sees_reuse_in_strict_mode() {
+        let arrived = t0();
+        let mut t = token(arrived, Status::Rotated);
+        t.status_at = Some(arrived + Duration::milliseconds(3));
+        assert_eq!(
+            rotation(Some(&t), Some(&family("h2")), &req(), &Policy::default(), arrived),
+            Rotation::ReuseDetected
+        );
+    }
+
+    // Two instances whose clocks disagree: the decision is placed no earlier than the change it
+    // read, so the grace window is measured from the winner's stamp, and the reissue is stamped
+    // after it.
+    #[test]
+    fn inside_the_grace_window_the_decision_time_is_never_before_the_stamp_it_read() {
+        let behind = t0();
+        let ahead = behind + Duration::seconds(100);
+        let policy = Policy { rotation_grace_secs: 10, ..Policy::default() };
+        let mut t = token(behind, Status::Rotated);
+        t.status_at = Some(ahead);
+        assert!(matches!(
+            rotation(Some(&t), Some(&family("h2")), &req(), &policy, behind),
+            Rotation::Reissue { at, expires_at, .. } if at == ahead && expires_at > ahead
+        ));
+        // A clock ahead of the stamp by more than the window fails closed: reuse.
+        assert_eq!(
+            rotation(Some(&t), Some(&family("h2")), &req(), &policy, ahead + Duration::seconds(11)),
+            Rotation::ReuseDetected
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub(super) struct ClientRow {
     issued_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     max_age_secs: Option<i64>,
+    /// Random per registration (`None` for clients stored before it existed).
+    pub(super) incarnation: Option<String>,
 }
 
 impl ClientRow {
@@ -64,9 +66,10 @@ impl Store {
     ) -> Result<Client, StoreError> {
         let metadata = metadata_json(&meta.metadata)?;
         const SQL: &str = "CREATE ONLY $rid SET client_id = $client_id, origin = 'registered', metadata = $metadata, \
-            redirect_uris = $redirect_uris, secret_hash = $secret_hash, issued_at = $now, updated_at = $now \
-            RETURN AFTER";
+            redirect_uris = $redirect_uris, secret_hash = $secret_hash, issued_at = $now, updated_at = $now, \
+            incarnation = $incarnation RETURN AFTER";
         let vars = Vars::new()
+            .set("incarnation", secret::generate_id())
             .set("rid", record("client", &client_id))
             .set("client_id", client_id)
             .set("metadata", metadata)
@@ -92,10 +95,12 @@ impl Store {
             IF (SELECT VALUE origin FROM ONLY $rid) = 'registered' { THROW 'authstore:conflict' }; \
             UPSERT ONLY $rid SET client_id = $client_id, origin = 'document', metadata = $metadata, \
                 redirect_uris = $redirect_uris, secret_hash = NONE, issued_at = issued_at ?? $now, \
-                updated_at = $now, max_age_secs = $max_age_secs RETURN AFTER; \
+                updated_at = $now, max_age_secs = $max_age_secs, incarnation = incarnation ?? $incarnation \
+                RETURN AFTER; \
             COMMIT;";
         let vars = Vars::new()
             .set("rid", record("client", &client_id))
+            .set("incarnation", secret::generate_id())
             .set("client_id", client_id)
             .set("metadata", metadata)
             .set("redirect_uris", meta.metadata.redirect_uris)
@@ -218,6 +223,16 @@ impl Store {
         Ok(deleted.unwrap_or(false))
     }
 }
+
+/// SurrealQL that writes the client `$client` if it is still the incarnation `$incarnation` that
+/// was read, or asks for a retry. Every transaction that issues a code or a token runs it, so
+/// issuing and `client.delete` (or a re-registration) write the same record: under snapshot
+/// isolation only writes conflict, and a delete that commits first makes the issue run again
+/// and find the client gone. Issues for one client then serialize on its record, which is the
+/// price of that guarantee.
+pub(super) const CLIENT_STILL_REGISTERED: &str = "LET $issuing_client = (UPDATE $client SET last_issued_at = $now \
+        WHERE incarnation = $incarnation RETURN VALUE client_id); \
+     IF array::len($issuing_client) = 0 { THROW 'authstore:retry' };";
 
 fn metadata_json(meta: &ClientMetadata) -> Result<String, StoreError> {
     serde_json::to_string(meta).map_err(|e| StoreError::Decode(e.to_string()))

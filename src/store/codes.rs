@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{BY_GRANT, revoke_tokens};
 use super::{Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume};
@@ -28,16 +29,24 @@ impl Store {
                 Some(id) => {
                     let row = self.session_row(id).await?;
                     let rev = row.as_ref().map(|r| r.rev);
+                    let incarnation = row.as_ref().and_then(|r| r.client_incarnation.clone());
                     let live = session::live(row.map(Session::from), now)?;
-                    Some((live, rev.unwrap_or_default()))
+                    Some((live, rev.unwrap_or_default(), incarnation))
                 }
                 None => None,
             };
-            let new = code::issue(p.clone(), pending.as_ref().map(|(s, _)| s), policy, now)?;
+            let new = code::issue(p.clone(), pending.as_ref().map(|(s, _, _)| s), policy, now)?;
             let client =
                 self.client_row(&new.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
             if !validate::redirect_uri_registered(&new.redirect_uri, &client.redirect_uris) {
                 return Err(Error::invalid("redirect_uri", "not registered for this client").into());
+            }
+            // A session put under an earlier registration of this client_id (deleted since)
+            // is not this client's: nothing begun under the old one carries over.
+            if let Some((_, _, Some(incarnation))) = &pending
+                && client.incarnation.as_ref() != Some(incarnation)
+            {
+                return Err(Error::NotFound(NotFound::Missing).into());
             }
             let complete_session = if pending.is_some() {
                 "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \
@@ -48,7 +57,7 @@ impl Store {
                 ""
             };
             let sql = format!(
-                "BEGIN; {complete_session} \
+                "BEGIN; {CLIENT_STILL_REGISTERED} {complete_session} \
                  CREATE ONLY $rid SET grant_id = $grant_id, client_id = $client_id, user_id = $user_id, \
                     redirect_uri = $redirect_uri, code_challenge = $code_challenge, \
                     code_challenge_method = $code_challenge_method, scope = $scope, resource = $resource, \
@@ -57,10 +66,12 @@ impl Store {
                  COMMIT;"
             );
             let (session_rid, session_rev) = match &pending {
-                Some((s, rev)) => (Some(record("session", &s.id)), *rev),
+                Some((s, rev, _)) => (Some(record("session", &s.id)), *rev),
                 None => (None, 0),
             };
             let vars = Vars::new()
+                .set("client", record("client", &new.client_id))
+                .set("incarnation", client.incarnation)
                 .set("rid", record("code", &new.hash))
                 .set("session_rid", session_rid)
                 .set("session_rev", session_rev)

@@ -27,6 +27,8 @@ pub(super) struct SessionRow {
     updated_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     pub(super) rev: i64,
+    /// The client's incarnation when the session was put (`None` for older rows).
+    pub(super) client_incarnation: Option<String>,
 }
 
 impl From<SessionRow> for Session {
@@ -78,7 +80,8 @@ impl Store {
     pub async fn session_put(&self, s: NewSession, now: DateTime<Utc>) -> Result<Session, StoreError> {
         // The client is read before the upsert, outside its transaction: a client deleted in
         // between can leave a session behind, which expires on its own and cannot mint a
-        // code (code.issue checks the client again).
+        // code: code.issue conflicts with client.delete, and refuses a session stamped with
+        // another incarnation of its client (a client re-registered under the same id).
         let client = self.client_row(&s.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
         if !validate::redirect_uri_registered(&s.redirect_uri, &client.redirect_uris) {
             return Err(Error::invalid("redirect_uri", "not registered for this client").into());
@@ -87,9 +90,11 @@ impl Store {
             redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
             code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
             user_id = $item.user_id, data = $item.data, created_at = created_at ?? $item.now, updated_at = $item.now, \
-            expires_at = $item.expires_at, rev = (rev ?? 0) + 1 RETURN AFTER";
+            expires_at = $item.expires_at, rev = (rev ?? 0) + 1, \
+            client_incarnation = $item.client_incarnation RETURN AFTER";
         let vars = Vars::new()
             .set("rid", record("session", &s.id))
+            .set("client_incarnation", client.incarnation)
             .set("id", s.id)
             .set("client_id", s.client_id)
             .set("redirect_uri", s.redirect_uri)

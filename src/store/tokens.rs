@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
     BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, Families, revoke_families, revoke_tokens, token_event,
 };
@@ -60,10 +61,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, StoreError> {
         let new = token::issue(p, policy, now)?;
-        if self.client_row(&new.client_id).await?.is_none() {
-            return Err(Error::InvalidClient(InvalidClient::UnknownClient).into());
-        }
         self.retrying(|| async {
+            let client =
+                self.client_row(&new.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
             let family = self.family_row(&new.grant_id).await?;
             let family_sql = match &family {
                 Some(f) => {
@@ -83,9 +83,11 @@ impl Store {
                         created_at = $now, expires_at = $expires_at, active_token = $new_hash, rev = 1 RETURN NONE;"
                     .to_string(),
             };
-            let sql = format!("BEGIN; {family_sql} {CREATE_NEW} COMMIT;");
+            let sql = format!("BEGIN; {CLIENT_STILL_REGISTERED} {family_sql} {CREATE_NEW} COMMIT;");
             let previous = family.as_ref().and_then(|f| f.active_token.as_deref()).map(|h| record("token", h));
             let vars = bind_new(Vars::new(), &new)
+                .set("client", record("client", &new.client_id))
+                .set("incarnation", client.incarnation)
                 .set("family", record("family", &new.grant_id))
                 .set("family_rev", family.as_ref().map(|f| f.rev).unwrap_or_default())
                 .set("previous", previous)
@@ -121,16 +123,16 @@ impl Store {
                     _ => Err(Error::InvalidGrant(InvalidGrant::Revoked).into()),
                 };
             };
-            let (scope, expires_at, replace) = match decision {
+            let (scope, expires_at, at, replace) = match decision {
                 Rotation::Refuse(e) => return Err(e.into()),
                 Rotation::ReuseDetected => {
                     if family.revoked_at.is_none() {
-                        self.revoke_reused_family(&old, family.rev, now).await?;
+                        self.revoke_reused_family(&old, family.rev, token::decision_time(&old, now)).await?;
                     }
                     return Err(Error::InvalidGrant(InvalidGrant::ReuseDetected).into());
                 }
-                Rotation::Rotate { scope, expires_at } => (scope, expires_at, None),
-                Rotation::Reissue { scope, expires_at, revoke } => (scope, expires_at, Some(revoke)),
+                Rotation::Rotate { scope, expires_at, at } => (scope, expires_at, at, None),
+                Rotation::Reissue { scope, expires_at, revoke, at } => (scope, expires_at, at, Some(revoke)),
             };
             let secret_value = secret::generate_secret();
             let new = NewToken {
@@ -182,7 +184,7 @@ impl Store {
                 .set("previous", replace.as_deref().map(|h| record("token", h)))
                 .set("family", record("family", &old.grant_id))
                 .set("family_rev", family.rev)
-                .set("now", now);
+                .set("now", at);
             self.query(&sql, vars).await?;
             Ok(issued(new))
         })

@@ -3,13 +3,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use authstore::rpc::api::{ClientApiClient, SessionApiClient};
+use authstore::clock::Clock;
+use authstore::rpc::api::{ClientApiClient, SessionApiClient, TokenApiClient};
 use authstore::types::*;
 use jsonrpsee::core::client::Subscription;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 
 use crate::remote::{free_port, server};
-use crate::support::REDIRECT;
+use crate::support::{Backend, Options, REDIRECT, TestApp, error_of};
 
 struct Instance {
     child: Child,
@@ -118,4 +119,78 @@ async fn two_instances_on_one_server_share_every_event_and_expire_each_record_on
     assert_eq!(from_a, from_b, "one log, one order, whichever instance serves it");
     let clients = ClientApiClient::list(&client_a, ClientList::default().into()).await.unwrap();
     assert_eq!(clients.items.len(), 1);
+}
+
+/// Rounds of each race through two instances (each round is a few remote round trips).
+const SKEWED_ROUNDS: usize = 40;
+
+/// Two in-process instances on one database of the shared SurrealDB server, the second's
+/// clock `skew_secs` behind the first's.
+async fn skewed_pair(policy: authstore::domain::Policy, skew_secs: i64) -> (TestApp, TestApp) {
+    let backend = Backend::remote();
+    let ahead =
+        TestApp::spawn_with(Options { policy: policy.clone(), backend: backend.clone(), ..Options::default() }).await;
+    let behind = TestApp::spawn_with(Options { policy, backend, ..Options::default() }).await;
+    // Each app's manual clock started when the app did; set the second exactly `skew_secs`
+    // behind the first.
+    let offset = ahead.clock.now() - behind.clock.now() - chrono::Duration::seconds(skew_secs);
+    behind.clock.advance(offset);
+    ahead.register_client("app").await;
+    (ahead, behind)
+}
+
+// RFC 9700 §4.14.2 across instances whose clocks disagree. A token rotated on the instance
+// that runs ahead, then presented on the one behind: strict mode must see reuse (the behind
+// instance's `now` is earlier than the rotation's stamp; deciding at it once reissued), and
+// pairs racing through both instances never both win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strict_rotation_across_instances_with_skewed_clocks_has_one_winner() {
+    let (ahead, behind) = skewed_pair(authstore::domain::Policy::default(), 2).await;
+    let token = ahead.issue_token("app", "alice", None).await;
+    let rotate = |token: &str| TokenRotate { token: token.into(), client_id: "app".into(), ..Default::default() };
+    TokenApiClient::rotate(&ahead.client, rotate(&token.token).into()).await.expect("first rotation");
+    let replay = TokenApiClient::rotate(&behind.client, rotate(&token.token).into()).await;
+    assert_eq!(error_of(replay), (1003, "reuse_detected".into()), "a rotated token presented again is reuse");
+
+    for round in 0..SKEWED_ROUNDS {
+        let token = ahead.issue_token("app", "alice", None).await;
+        let (a, b) = tokio::join!(
+            TokenApiClient::rotate(&ahead.client, rotate(&token.token).into()),
+            TokenApiClient::rotate(&behind.client, rotate(&token.token).into()),
+        );
+        assert!(!(a.is_ok() && b.is_ok()), "round {round}: both instances handed out a new token");
+        let active = TokenApiClient::list(
+            &ahead.client,
+            TokenList { grant_id: Some(token.grant_id), ..Default::default() }.into(),
+        )
+        .await
+        .unwrap();
+        assert!(active.items.len() <= 1, "round {round}: {} active tokens", active.items.len());
+    }
+}
+
+// With a grace window, the same skew still leaves one active token per family, and it is one
+// that was handed out: the window is measured from the stamp the deciding call read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotation_inside_the_grace_window_across_skewed_instances_leaves_one_active_token() {
+    let policy = authstore::domain::Policy { rotation_grace_secs: 10, ..Default::default() };
+    let (ahead, behind) = skewed_pair(policy, 5).await;
+    let rotate = |token: &str| TokenRotate { token: token.into(), client_id: "app".into(), ..Default::default() };
+    for round in 0..SKEWED_ROUNDS {
+        let token = ahead.issue_token("app", "alice", None).await;
+        let (a, b) = tokio::join!(
+            TokenApiClient::rotate(&ahead.client, rotate(&token.token).into()),
+            TokenApiClient::rotate(&behind.client, rotate(&token.token).into()),
+        );
+        let issued: Vec<IssuedToken> = [a, b].into_iter().filter_map(Result::ok).collect();
+        assert!(!issued.is_empty(), "round {round}: nobody got a token");
+        let active = TokenApiClient::list(
+            &ahead.client,
+            TokenList { grant_id: Some(token.grant_id), ..Default::default() }.into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(active.items.len(), 1, "round {round}: a family has exactly one active token");
+        assert!(issued.iter().any(|t| t.token_id == active.items[0].token_id), "round {round}: survivor handed out");
+    }
 }

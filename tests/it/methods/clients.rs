@@ -228,3 +228,104 @@ async fn list_pages_through_clients() {
     assert_eq!(second.items.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(), vec!["c3", "c4"]);
     assert!(second.next_cursor.is_none());
 }
+
+/// Rounds of each client.delete race.
+const DELETE_RACES: usize = 100;
+
+async fn delete_client(client: &jsonrpsee::ws_client::WsClient, client_id: &str) -> bool {
+    ClientApiClient::delete(client, ClientRef { client_id: client_id.into() }.into())
+        .await
+        .expect("client.delete")
+        .deleted
+}
+
+/// client.delete after a delay that differs every round (0 to 20 ms), so that over the rounds
+/// the delete lands before, inside and after the racing call's transaction.
+async fn delete_client_after(client: &jsonrpsee::ws_client::WsClient, round: usize) -> bool {
+    tokio::time::sleep(std::time::Duration::from_micros((round as u64 * 7919) % 20_000)).await;
+    delete_client(client, "app").await
+}
+
+// client.delete cascades to the client's tokens. A token.issue racing it must either land
+// before the delete (and be revoked by it) or find the client gone; a token that survives
+// the delete would be inherited by the next client registered under the same client_id.
+#[tokio::test]
+async fn a_token_issued_while_its_client_is_deleted_never_outlives_the_client() {
+    let app = TestApp::spawn_on(backend()).await;
+    let (issuer, deleter) = (app.connect().await, app.connect().await);
+    let mut issued_first = 0;
+    for round in 0..DELETE_RACES {
+        app.register_client("app").await;
+        let issue = TokenIssue { client_id: "app".into(), user_id: "alice".into(), ..Default::default() };
+        let (token, deleted) =
+            tokio::join!(TokenApiClient::issue(&issuer, issue.into()), delete_client_after(&deleter, round));
+        assert!(deleted, "round {round}");
+        let Ok(token) = token else { continue };
+        issued_first += 1;
+        app.register_client("app").await;
+        let seen = TokenApiClient::get(&app.client, TokenRef { token: token.token.clone() }.into()).await;
+        assert!(seen.is_err(), "round {round}: a token of the deleted client is active for its successor");
+        let listed =
+            TokenApiClient::list(&app.client, TokenList { client_id: Some("app".into()), ..Default::default() }.into())
+                .await
+                .unwrap();
+        assert!(listed.items.is_empty(), "round {round}: {} tokens inherited", listed.items.len());
+        assert!(delete_client(&app.client, "app").await);
+    }
+    assert!(issued_first > 0, "no token.issue ever won the race: nothing was tested");
+}
+
+// The same for codes: a code issued while its client is deleted cannot be redeemed by a client
+// registered again under the same client_id.
+#[tokio::test]
+async fn a_code_issued_while_its_client_is_deleted_never_outlives_the_client() {
+    let app = TestApp::spawn_on(backend()).await;
+    let (issuer, deleter) = (app.connect().await, app.connect().await);
+    for round in 0..DELETE_RACES {
+        app.register_client("app").await;
+        let issue = CodeIssue {
+            client_id: Some("app".into()),
+            user_id: Some("alice".into()),
+            redirect_uri: Some(REDIRECT.into()),
+            code_challenge: Some(CHALLENGE.into()),
+            ..Default::default()
+        };
+        let (code, deleted) =
+            tokio::join!(CodeApiClient::issue(&issuer, issue.into()), delete_client_after(&deleter, round));
+        assert!(deleted, "round {round}");
+        app.register_client("app").await;
+        if let Ok(code) = code {
+            let consumed = CodeApiClient::consume(&app.client, TestApp::consume_params(&code.code, "app").into()).await;
+            assert!(consumed.is_err(), "round {round}: a code of the deleted client was redeemed by its successor");
+        }
+        assert!(delete_client(&app.client, "app").await);
+    }
+}
+
+// A session put while its client is deleted may survive the cascade (it expires on its own),
+// but a client registered again under the same client_id cannot turn it into a code.
+#[tokio::test]
+async fn a_session_of_a_deleted_client_cannot_mint_a_code_for_its_successor() {
+    let app = TestApp::spawn_on(backend()).await;
+    let (putter, deleter) = (app.connect().await, app.connect().await);
+    for round in 0..DELETE_RACES {
+        app.register_client("app").await;
+        let put = SessionPut {
+            client_id: "app".into(),
+            redirect_uri: REDIRECT.into(),
+            code_challenge: Some(CHALLENGE.into()),
+            user_id: Some("alice".into()),
+            ..Default::default()
+        };
+        let (session, deleted) =
+            tokio::join!(SessionApiClient::put(&putter, put.into()), delete_client_after(&deleter, round));
+        assert!(deleted, "round {round}");
+        app.register_client("app").await;
+        if let Ok(session) = session {
+            let issue = CodeIssue { session_id: Some(session.id), ..Default::default() };
+            let code = CodeApiClient::issue(&app.client, issue.into()).await;
+            assert!(code.is_err(), "round {round}: a session of the deleted client became a code for its successor");
+        }
+        assert!(delete_client(&app.client, "app").await);
+    }
+}
