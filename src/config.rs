@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::background::Timings;
 use crate::domain::{Lifetime, Policy};
 use crate::http::ApiKeys;
-use crate::store::{Location, StoreConfig};
+use crate::store::{Location, StoreConfig, WalRepair};
 
 /// How long a graceful shutdown may take by default; deployment kill timeouts must exceed it.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
@@ -60,6 +60,12 @@ pub struct ServeArgs {
     /// Database: surrealkv://PATH (embedded, fsync per commit), mem:// or ws://HOST:PORT.
     #[arg(long, env = "AUTHSTORE_DB", default_value = "surrealkv://./data/authstore")]
     pub db: String,
+
+    /// Accept losing what follows the damage in an embedded store's write-ahead log that the
+    /// refusal to start named (SEGMENT@OFFSET, as printed): cut the log there, keeping a copy
+    /// of the bytes cut under the data directory's `wal-cut/`. Other damage is still refused.
+    #[arg(long, env = "AUTHSTORE_WAL_REPAIR", value_name = "SEGMENT@OFFSET")]
+    pub wal_repair: Option<String>,
 
     /// SurrealDB namespace.
     #[arg(long, env = "AUTHSTORE_DB_NAMESPACE", default_value = "authstore")]
@@ -173,6 +179,8 @@ pub struct Config {
     /// WebSocket ping interval and inactivity limit; `None` disables pings.
     pub ws_ping: Option<(Duration, Duration)>,
     pub shutdown_timeout: Duration,
+    /// The write-ahead log damage the operator accepts losing (`--wal-repair`).
+    pub wal_repair: Option<WalRepair>,
 }
 
 impl Config {
@@ -200,6 +208,7 @@ impl Config {
             max_in_flight_per_connection: 256,
             ws_ping: Some((Duration::from_secs(30), Duration::from_secs(90))),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            wal_repair: None,
         }
     }
 }
@@ -209,6 +218,10 @@ impl TryFrom<&ServeArgs> for Config {
 
     fn try_from(args: &ServeArgs) -> Result<Self, String> {
         let location = Location::parse(&args.db)?;
+        let wal_repair = args.wal_repair.as_deref().map(str::parse::<WalRepair>).transpose()?;
+        if wal_repair.is_some() && !matches!(location, Location::SurrealKv(_)) {
+            return Err("--wal-repair applies to an embedded store (surrealkv://) only".into());
+        }
         let mut keys: Vec<String> =
             args.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
         if let Some(path) = &args.api_key_file {
@@ -267,6 +280,7 @@ impl TryFrom<&ServeArgs> for Config {
                 (Duration::from_secs(args.ws_ping_interval_secs), Duration::from_secs(args.ws_inactivity_secs.max(1)))
             }),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            wal_repair,
         })
     }
 }

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use authstore::Application;
 use authstore::clock::SystemClock;
 use authstore::config::{Cli, Command, Config};
@@ -35,6 +36,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(accept) = &config.wal_repair {
+            authstore::store::repair_wal(&config.store.location, accept)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("repairing the write-ahead log at {:?}", config.store.location))?;
+        }
         let app = Application::build(config, Arc::new(SystemClock)).await?;
         app.run_until_stopped(shutdown_signal()).await
     });

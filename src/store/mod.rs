@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod expiry;
 mod feed;
+mod lock;
 mod schema;
 mod seed;
 mod sessions;
@@ -21,7 +22,7 @@ mod wal_tail;
 
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ pub use feed::{EventRecord, LogBounds};
 pub use seed::{seeded_session, seeded_token};
 pub use sessions::SessionFilter;
 pub use tokens::TokenFilter;
+pub use wal_tail::WalRepair;
 
 use crate::error::{Error, InvalidClient, InvalidGrant, NotFound};
 
@@ -135,6 +137,8 @@ pub struct Store {
     /// Group commit for point reads and single-statement writes (`batch.rs`); `None` in the
     /// handles its own workers use.
     queues: Option<batch::Queues>,
+    /// An embedded store's data directory, held for as long as any handle is (`lock.rs`).
+    _data_dir: Option<Arc<lock::DataDirLock>>,
 }
 
 impl fmt::Debug for Store {
@@ -145,19 +149,27 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Connects, selects namespace and database, and applies the schema.
+    ///
+    /// An embedded store's directory is taken for this process first, or the open is refused;
+    /// then SurrealKV's write-ahead log is checked, and a log damaged before its end refuses the
+    /// open too (see [`repair_wal`]).
     pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        if let Location::SurrealKv(path) = &config.location {
-            std::fs::create_dir_all(path)
-                .map_err(|e| StoreError::Database(format!("cannot create data directory {path}: {e}")))?;
-            trim_torn_wal(Path::new(path)).await?;
-        }
+        let data_dir = match &config.location {
+            Location::SurrealKv(path) => Some(Arc::new(take_data_dir(path, None).await?)),
+            Location::Memory | Location::Remote(_) => None,
+        };
         let db = any::connect(config.location.endpoint()).await?;
         if let (Some(username), Some(password)) = (&config.username, &config.password) {
             db.signin(Root { username: username.clone(), password: password.clone() }).await?;
         }
         db.use_ns(config.namespace.clone()).use_db(config.database.clone()).await?;
-        let mut store =
-            Store { db, kind: config.location.kind(), outbox_written: Arc::new(Notify::new()), queues: None };
+        let mut store = Store {
+            db,
+            kind: config.location.kind(),
+            outbox_written: Arc::new(Notify::new()),
+            queues: None,
+            _data_dir: data_dir,
+        };
         schema::apply(&store).await?;
         store.queues = Some(batch::Queues::start(&store));
         Ok(store)
@@ -258,28 +270,104 @@ impl Store {
     }
 }
 
-/// Cuts an unfinished record off the end of SurrealKV's log before it is opened, so that
-/// this run's commits are not appended after it and later truncated away (`wal_tail.rs`).
-async fn trim_torn_wal(data_dir: &Path) -> Result<(), StoreError> {
-    let wal = data_dir.join("wal");
-    let outcome = tokio::task::spawn_blocking(move || wal_tail::trim(&wal))
-        .await
-        .map_err(|e| StoreError::Database(format!("checking the write-ahead log: {e}")))?
-        .map_err(|e| StoreError::Database(format!("checking the write-ahead log: {e}")))?;
-    match outcome {
-        wal_tail::Outcome::Clean => {}
+/// Accepts the loss `accept` names in an embedded store's write-ahead log: if the newest
+/// segment is damaged exactly there, cuts it at the end of the last intact record before the
+/// damage, keeping the removed bytes in `<dir>/wal-cut/`. Anything else is left as it is (and
+/// other damage still refuses). Runs before [`Store::open`], under the same locks.
+pub async fn repair_wal(location: &Location, accept: &WalRepair) -> Result<(), StoreError> {
+    match location {
+        Location::SurrealKv(path) => take_data_dir(path, Some(accept.clone())).await.map(drop),
+        Location::Memory | Location::Remote(_) => Ok(()),
+    }
+}
+
+/// Takes the data directory for this process and settles SurrealKV's write-ahead log there
+/// before SurrealKV opens it (`lock.rs`, `wal_tail.rs`). The returned lock must be held for as
+/// long as the datastore is open.
+async fn take_data_dir(path: &str, accept: Option<WalRepair>) -> Result<lock::DataDirLock, StoreError> {
+    let dir = PathBuf::from(path);
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Database(format!("cannot create data directory {}: {e}", dir.display())))?;
+        let own = lock::DataDirLock::acquire(&dir)?;
+        // Held while the log is read and cut, released just before SurrealKV takes it; `own`
+        // keeps every other authstore out of the gap.
+        let engine = lock::EngineLock::acquire(&dir)?;
+        settle_wal(&dir, accept.as_ref())?;
+        drop(engine);
+        Ok(own)
+    })
+    .await
+    .map_err(|e| StoreError::Database(format!("checking the data directory: {e}")))?
+}
+
+/// Cuts an unfinished record off the end of SurrealKV's log, so that this run's commits are
+/// not appended after it and later truncated away; refuses a log damaged before its end unless
+/// `accept` names that damage, and then cuts it there.
+fn settle_wal(dir: &Path, accept: Option<&WalRepair>) -> Result<(), StoreError> {
+    let wal = dir.join("wal");
+    let checking =
+        |e: std::io::Error| StoreError::Database(format!("checking the write-ahead log in {}: {e}", wal.display()));
+    match wal_tail::trim(&wal).map_err(checking)? {
+        wal_tail::Outcome::Clean => {
+            if let Some(accept) = accept {
+                tracing::warn!(
+                    wal_repair = %accept,
+                    "the write-ahead log is intact: --wal-repair (AUTHSTORE_WAL_REPAIR) has nothing to do; remove it"
+                );
+            }
+        }
         wal_tail::Outcome::Trimmed { segment, removed } => tracing::warn!(
             segment = %segment.display(),
             removed_bytes = removed,
             "cut an unfinished record (left by a crash) off the end of the write-ahead log"
         ),
-        wal_tail::Outcome::DamagedInside { segment, at } => tracing::error!(
-            segment = %segment.display(),
-            offset = at,
-            "the write-ahead log is damaged before its end; SurrealKV will truncate it there"
-        ),
+        wal_tail::Outcome::DamagedInside(damage) => {
+            let keep = dir.join("wal-cut").join(format!("{}.at-{}", file_name(&damage.segment), damage.at));
+            match accept {
+                Some(accept) if accept.accepts(&damage) => {
+                    let removed = wal_tail::cut(&damage, &keep).map_err(checking)?;
+                    tracing::warn!(
+                        segment = %damage.segment.display(),
+                        damaged_at = damage.at,
+                        cut_from = damage.intact_end,
+                        removed_bytes = removed,
+                        kept_in = %keep.display(),
+                        "cut the damaged write-ahead log as --wal-repair accepted: the commits in the \
+                         removed bytes are lost (a copy of the bytes is kept)"
+                    );
+                }
+                other => return Err(StoreError::Database(damaged(dir, &damage, &keep, other))),
+            }
+        }
     }
     Ok(())
+}
+
+/// The refusal for a log damaged before its end: what, where, and how to recover.
+fn damaged(dir: &Path, damage: &wal_tail::Damage, keep: &Path, given: Option<&WalRepair>) -> String {
+    let accept = WalRepair::of(damage);
+    let mismatch = given.map(|given| format!(" (--wal-repair {given} names other damage)")).unwrap_or_default();
+    format!(
+        "the write-ahead log segment {segment} is damaged at byte {at}, {tail} bytes before its end, and \
+         intact records follow the damage: this is not an interrupted append, and what follows byte {at} \
+         holds committed writes. Refusing to start{mismatch}: SurrealKV would drop them without asking \
+         and send this run's commits to a replaced file. To accept the loss, back up {dir}, then start \
+         once with --wal-repair {accept} (or AUTHSTORE_WAL_REPAIR={accept}): the segment is cut at byte \
+         {from} and the {cut} bytes cut are kept in {keep}. See \"A damaged write-ahead log\" in \
+         docs/operations.md",
+        segment = damage.segment.display(),
+        at = damage.at,
+        tail = damage.len.saturating_sub(damage.at),
+        dir = dir.display(),
+        from = damage.intact_end,
+        cut = damage.len.saturating_sub(damage.intact_end),
+        keep = keep.display(),
+    )
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Ranks an error by how much it tells us, and maps it.

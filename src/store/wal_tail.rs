@@ -15,11 +15,18 @@
 //! block, type 9 a compression setting.
 //!
 //! Only a tail is ever removed: if anything that checks out as a record follows the first bad
-//! byte, the damage is not a torn append, and the segment is left alone (and logged).
+//! byte, the damage is not a torn append, and the segment is left alone. SurrealKV's own repair
+//! of such a segment would drop every record after the damage, and it does so by renaming a
+//! rewritten copy over the segment its writer already holds open, so that run's commits would go
+//! to a deleted file. authstore refuses to start instead ([`Damage`]); the operator accepts the
+//! loss explicitly ([`WalRepair`]), and then [`cut`] truncates the segment in place, keeping a
+//! copy of what it removes.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 const BLOCK: usize = 32 * 1024;
 const HEADER: usize = 7;
@@ -42,7 +49,60 @@ pub enum Outcome {
     /// `removed` bytes of an unfinished record were cut off the end of `segment`.
     Trimmed { segment: PathBuf, removed: u64 },
     /// The segment is damaged before its end; left as it is.
-    DamagedInside { segment: PathBuf, at: u64 },
+    DamagedInside(Damage),
+}
+
+/// Damage before the end of a segment: not a torn append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub segment: PathBuf,
+    /// The first byte that is not part of a valid record.
+    pub at: u64,
+    /// Where the last complete record before it ends: where [`cut`] truncates.
+    pub intact_end: u64,
+    /// The segment's length when it was checked.
+    pub len: u64,
+}
+
+/// The operator's acceptance of losing what follows one damage: `SEGMENT@OFFSET`, the
+/// segment's file name and [`Damage::at`], as the refusal prints them. Naming the damage means
+/// an acceptance left in place accepts nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalRepair {
+    segment: String,
+    at: u64,
+}
+
+impl WalRepair {
+    /// The acceptance that names `damage`.
+    pub fn of(damage: &Damage) -> WalRepair {
+        let segment = damage.segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        WalRepair { segment, at: damage.at }
+    }
+
+    pub fn accepts(&self, damage: &Damage) -> bool {
+        *self == WalRepair::of(damage)
+    }
+}
+
+impl FromStr for WalRepair {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("--wal-repair takes SEGMENT@OFFSET as the refusal to start printed it, not {text:?}");
+        let (segment, at) = text.trim().rsplit_once('@').ok_or_else(bad)?;
+        let at = at.parse().map_err(|_| bad())?;
+        if segment.is_empty() || segment.contains(['/', '\\']) {
+            return Err(bad());
+        }
+        Ok(WalRepair { segment: segment.to_string(), at })
+    }
+}
+
+impl fmt::Display for WalRepair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.segment, self.at)
+    }
 }
 
 /// Checks the newest segment in `wal_dir` and cuts off a torn tail.
@@ -55,12 +115,45 @@ pub fn trim(wal_dir: &Path) -> std::io::Result<Outcome> {
         return Ok(Outcome::Clean);
     }
     if records_after(&bytes, scan.stop) {
-        return Ok(Outcome::DamagedInside { segment, at: scan.stop as u64 });
+        return Ok(Outcome::DamagedInside(Damage {
+            segment,
+            at: scan.stop as u64,
+            intact_end: scan.good_end as u64,
+            len: bytes.len() as u64,
+        }));
     }
     let file = OpenOptions::new().write(true).open(&segment)?;
     file.set_len(scan.good_end as u64)?;
     file.sync_all()?;
     Ok(Outcome::Trimmed { segment, removed: (bytes.len() - scan.good_end) as u64 })
+}
+
+/// Truncates the damaged segment at the end of its last intact record, after writing the bytes
+/// it removes to `keep` (created, with its directory). Returns how many bytes it removed.
+pub fn cut(damage: &Damage, keep: &Path) -> std::io::Result<u64> {
+    let mut bytes = Vec::new();
+    File::open(&damage.segment)?.read_to_end(&mut bytes)?;
+    let from = usize::try_from(damage.intact_end).map_err(std::io::Error::other)?;
+    if bytes.len() as u64 != damage.len || from > bytes.len() {
+        return Err(std::io::Error::other(format!(
+            "{} changed since it was checked; nothing was cut",
+            damage.segment.display()
+        )));
+    }
+    let removed = &bytes[from..];
+    if let Some(parent) = keep.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut copy = File::create(keep)?;
+    copy.write_all(removed)?;
+    copy.sync_all()?;
+    if let Some(parent) = keep.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    let file = OpenOptions::new().write(true).open(&damage.segment)?;
+    file.set_len(damage.intact_end)?;
+    file.sync_all()?;
+    Ok(removed.len() as u64)
 }
 
 fn newest_segment(wal_dir: &Path) -> std::io::Result<Option<PathBuf>> {
@@ -239,8 +332,61 @@ mod tests {
         bytes.extend([0xff, 0xff, 0xff]);
         bytes.extend(record(FULL, b"appended after the damage"));
         let (dir, path) = segment(&bytes);
-        assert!(matches!(trim(dir.path()).unwrap(), Outcome::DamagedInside { at: 10, .. }));
+        let Outcome::DamagedInside(damage) = trim(dir.path()).unwrap() else { panic!("damage") };
+        assert_eq!(damage, Damage { segment: path.clone(), at: 10, intact_end: 10, len: bytes.len() as u64 });
         assert_eq!(std::fs::read(path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn an_accepted_damage_is_cut_in_place_and_what_is_cut_is_kept() {
+        let mut bytes = record(FULL, b"one");
+        bytes.extend(record(FIRST, b"two-a"));
+        let intact = record(FULL, b"one").len();
+        let damaged_at = bytes.len();
+        bytes.extend([0xff, 0xff, 0xff]);
+        bytes.extend(record(FULL, b"appended after the damage"));
+        let (dir, path) = segment(&bytes);
+        let Outcome::DamagedInside(damage) = trim(dir.path()).unwrap() else { panic!("damage") };
+        // The half-written record before the damage goes too: the cut ends a whole record.
+        assert_eq!((damage.at, damage.intact_end), (damaged_at as u64, intact as u64));
+        let accept: WalRepair = format!("00000000000000000007.wal@{damaged_at}").parse().unwrap();
+        assert!(accept.accepts(&damage));
+        assert_eq!(accept, WalRepair::of(&damage));
+        assert!(!format!("00000000000000000007.wal@{}", damaged_at + 1).parse::<WalRepair>().unwrap().accepts(&damage));
+        assert!(!format!("00000000000000000003.wal@{damaged_at}").parse::<WalRepair>().unwrap().accepts(&damage));
+
+        // Writers of the file keep appending to the same file: it is cut, not replaced.
+        let held = OpenOptions::new().append(true).open(&path).unwrap();
+        let keep = dir.path().join("cut").join("kept");
+        assert_eq!(cut(&damage, &keep).unwrap(), (bytes.len() - intact) as u64);
+        assert_eq!(std::fs::read(&keep).unwrap(), bytes[intact..]);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes[..intact]);
+        assert_eq!(trim(dir.path()).unwrap(), Outcome::Clean);
+        (&held).write_all(&record(FULL, b"next")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), intact + record(FULL, b"next").len());
+    }
+
+    #[test]
+    fn a_cut_refuses_a_segment_that_changed_since_the_check() {
+        let mut bytes = record(FULL, b"one");
+        bytes.extend([0xff, 0xff, 0xff]);
+        bytes.extend(record(FULL, b"appended after the damage"));
+        let (dir, path) = segment(&bytes);
+        let Outcome::DamagedInside(damage) = trim(dir.path()).unwrap() else { panic!("damage") };
+        let mut grown = bytes.clone();
+        grown.extend(record(FULL, b"more"));
+        std::fs::write(&path, &grown).unwrap();
+        assert!(cut(&damage, &dir.path().join("kept")).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), grown);
+    }
+
+    #[test]
+    fn an_acceptance_is_a_segment_name_and_an_offset() {
+        for bad in ["", "7", "00000000000000000007.wal", "x.wal@", "@12", "x.wal@-1", "../x.wal@1", "a.wal@1x"] {
+            assert!(bad.parse::<WalRepair>().is_err(), "{bad:?}");
+        }
+        let ok: WalRepair = " 00000000000000000007.wal@1234 ".parse().unwrap();
+        assert_eq!(ok.to_string(), "00000000000000000007.wal@1234");
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn start(dir: &Path, port: u16) -> Child {
         .expect("start authstore")
 }
 
-async fn connect_when_ready(port: u16) -> WsClient {
+pub(crate) async fn connect_when_ready(port: u16) -> WsClient {
     let started = Instant::now();
     loop {
         let attempt = WsClientBuilder::default()
@@ -75,6 +75,9 @@ async fn acknowledged_writes_survive_sigkill_and_stay_usable() {
     drop(admin);
 
     for cycle in 0..CYCLES {
+        // Kill only a server that is listening: writers of a cycle whose server died while
+        // starting would wait for one that is started only after they give up.
+        drop(connect_when_ready(port).await);
         let mut writers = Vec::new();
         for w in 0..WRITERS {
             let acked = acked.clone();
@@ -154,7 +157,7 @@ async fn acknowledged_writes_survive_sigkill_and_stay_usable() {
 }
 
 /// The newest SurrealKV WAL segment under `data`.
-fn newest_wal_segment(data: &Path) -> std::path::PathBuf {
+pub(crate) fn newest_wal_segment(data: &Path) -> std::path::PathBuf {
     let mut segments: Vec<_> = std::fs::read_dir(data.join("wal"))
         .expect("wal directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -165,7 +168,7 @@ fn newest_wal_segment(data: &Path) -> std::path::PathBuf {
 }
 
 /// Appends what a write cut short by a kill leaves behind: `bytes` of a record.
-fn tear_wal_tail(data: &Path, bytes: &[u8]) {
+pub(crate) fn tear_wal_tail(data: &Path, bytes: &[u8]) {
     use std::io::Write;
     let mut wal = std::fs::OpenOptions::new().append(true).open(newest_wal_segment(data)).expect("open WAL");
     wal.write_all(bytes).expect("append torn record");
@@ -175,7 +178,7 @@ fn tear_wal_tail(data: &Path, bytes: &[u8]) {
 /// The first fragment of a record split across blocks, complete and checksummed, whose
 /// remaining fragments were never written: SurrealKV's WAL framing (CRC-32 over type and data,
 /// big-endian CRC and length, type 2 = First).
-fn first_fragment_only(data: &Path) -> Vec<u8> {
+pub(crate) fn first_fragment_only(data: &Path) -> Vec<u8> {
     const BLOCK: u64 = 32 * 1024;
     let size = std::fs::metadata(newest_wal_segment(data)).expect("WAL size").len();
     let room = BLOCK - size % BLOCK;
@@ -195,7 +198,7 @@ fn first_fragment_only(data: &Path) -> Vec<u8> {
 }
 
 /// A live session for the public client `app`.
-fn session(id: &str) -> SessionPut {
+pub(crate) fn session(id: &str) -> SessionPut {
     SessionPut {
         id: Some(id.into()),
         client_id: "app".into(),

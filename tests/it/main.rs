@@ -20,4 +20,5 @@ mod scheduler;
 mod schema;
 mod slow;
 mod support;
+mod wal;
 mod ws;
