@@ -13,6 +13,20 @@ use crate::store::{Location, StoreConfig, WalRepair};
 /// How long a graceful shutdown may take by default; deployment kill timeouts must exceed it.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
 
+const DAY_SECS: u64 = 86_400;
+
+/// Checks a duration flag against its range. The upper bounds are far beyond any sensible
+/// setting and far below what would overflow a timestamp or a timer deadline: an unbounded
+/// value used to be accepted and then panic inside a call (`--rotation-grace-secs`) or a
+/// background loop (`--event-retention-secs`).
+fn bounded(flag: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<u64, String> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("--{flag} must be between {min} and {max} {unit}, got {value}"))
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "authstore", version, about = "Durable OAuth 2.1 / MCP authorization state over JSON-RPC")]
 pub struct Cli {
@@ -240,6 +254,13 @@ impl TryFrom<&ServeArgs> for Config {
                 args.listen
             ));
         }
+        let rotation_grace_secs = bounded("rotation-grace-secs", args.rotation_grace_secs, 0, DAY_SECS, "seconds")?;
+        let retention = bounded("event-retention-secs", args.event_retention_secs, 1, 366 * DAY_SECS, "seconds")?;
+        let send_timeout_ms =
+            bounded("subscriber-send-timeout-ms", args.subscriber_send_timeout_ms, 1, DAY_SECS * 1000, "milliseconds")?;
+        let ping_interval = bounded("ws-ping-interval-secs", args.ws_ping_interval_secs, 0, DAY_SECS, "seconds")?;
+        let inactivity = bounded("ws-inactivity-secs", args.ws_inactivity_secs, 1, DAY_SECS, "seconds")?;
+        let shutdown_timeout = bounded("shutdown-timeout-secs", args.shutdown_timeout_secs, 0, DAY_SECS, "seconds")?;
         let defaults = Policy::default();
         let lifetime = |flag: &str, default_secs: u64, max: Lifetime| {
             if default_secs == 0 || default_secs > max.max_secs {
@@ -261,26 +282,77 @@ impl TryFrom<&ServeArgs> for Config {
                 session: lifetime("session-ttl-secs", args.session_ttl_secs, defaults.session)?,
                 code: lifetime("code-ttl-secs", args.code_ttl_secs, defaults.code)?,
                 token: lifetime("token-ttl-secs", args.token_ttl_secs, defaults.token)?,
-                rotation_grace_secs: args.rotation_grace_secs,
+                rotation_grace_secs,
                 allow_plain_pkce: args.allow_plain_pkce,
                 document_max_age_secs: defaults.document_max_age_secs,
                 code_replay_window_secs: defaults.code_replay_window_secs,
             },
             max_message_bytes: args.max_message_bytes,
             max_connections: args.max_connections,
-            timings: Timings { retention: Duration::from_secs(args.event_retention_secs.max(1)), ..Timings::default() },
+            timings: Timings { retention: Duration::from_secs(retention), ..Timings::default() },
             subscriber_lag_limit: args.subscriber_lag_limit.max(1),
-            subscriber_send_timeout: Duration::from_millis(args.subscriber_send_timeout_ms.max(1)),
+            subscriber_send_timeout: Duration::from_millis(send_timeout_ms),
             connection_buffer: args.connection_buffer.max(1),
             socket_send_buffer: args.socket_send_buffer,
             api_keys: ApiKeys::new(keys.iter().map(String::as_str)),
             max_subscriptions_per_connection: args.max_subscriptions_per_connection.max(1),
             max_in_flight_per_connection: args.max_in_flight_per_connection.max(1),
-            ws_ping: (args.ws_ping_interval_secs > 0).then(|| {
-                (Duration::from_secs(args.ws_ping_interval_secs), Duration::from_secs(args.ws_inactivity_secs.max(1)))
-            }),
-            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            ws_ping: (ping_interval > 0).then(|| (Duration::from_secs(ping_interval), Duration::from_secs(inactivity))),
+            shutdown_timeout: Duration::from_secs(shutdown_timeout),
             wal_repair,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(flags: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(["authstore", "serve", "--db", "mem://"].iter().chain(flags))
+            .map_err(|e| e.to_string())?;
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        Config::try_from(&args)
+    }
+
+    #[test]
+    fn defaults_are_accepted() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.policy.rotation_grace_secs, 0);
+        assert_eq!(config.timings.retention, Duration::from_secs(86_400));
+    }
+
+    // A grace window of 2^63 seconds used to be accepted, and the first reuse of a rotated token
+    // then panicked adding it to a timestamp.
+    #[test]
+    fn duration_flags_out_of_range_are_refused_at_start_naming_the_flag() {
+        let huge = u64::MAX.to_string();
+        for flag in [
+            "--rotation-grace-secs",
+            "--event-retention-secs",
+            "--subscriber-send-timeout-ms",
+            "--ws-ping-interval-secs",
+            "--ws-inactivity-secs",
+            "--shutdown-timeout-secs",
+            "--session-ttl-secs",
+            "--code-ttl-secs",
+            "--token-ttl-secs",
+        ] {
+            for value in [huge.as_str(), "9223372036854775807", "100000000000"] {
+                let error = config(&[flag, value]).expect_err(flag);
+                assert!(error.contains(flag), "{flag} {value}: {error}");
+            }
+        }
+        for (flag, zero_ok) in [
+            ("--rotation-grace-secs", true),
+            ("--ws-ping-interval-secs", true),
+            ("--shutdown-timeout-secs", true),
+            ("--event-retention-secs", false),
+            ("--subscriber-send-timeout-ms", false),
+            ("--ws-inactivity-secs", false),
+        ] {
+            assert_eq!(config(&[flag, "0"]).is_ok(), zero_ok, "{flag} 0");
+        }
+        assert_eq!(config(&["--rotation-grace-secs", "86400"]).unwrap().policy.rotation_grace_secs, 86_400);
     }
 }

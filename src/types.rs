@@ -55,6 +55,7 @@ pub struct ClientMetadata {
 
 /// `client.register` params: metadata plus optional caller-chosen credentials.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(from = "ClientRegisterParams")]
 pub struct ClientRegister {
     #[serde(flatten)]
     pub metadata: ClientMetadata,
@@ -66,6 +67,7 @@ pub struct ClientRegister {
 
 /// `client.update` params: a full replacement of the metadata.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(from = "ClientUpdateParams")]
 pub struct ClientUpdate {
     pub client_id: String,
     #[serde(flatten)]
@@ -74,8 +76,84 @@ pub struct ClientUpdate {
     pub rotate_secret: Option<bool>,
 }
 
+/// `client.register` and `client.update` take the metadata fields at the top level of their
+/// params. Decoded through `#[serde(flatten)]`, an unknown key could not be refused and a bad
+/// field inside the metadata lost its name (serde buffers flattened fields and reports their
+/// errors at the object). So they are decoded from these wire shapes, which list every field
+/// inline (the metadata list is written once, here), and then split into `metadata` and the
+/// rest. `rpc.discover` describes the wire shapes.
+macro_rules! metadata_params {
+    ($(#[$attr:meta])* $wire:ident => $params:ident { $($(#[$fattr:meta])* $field:ident: $ty:ty,)* }) => {
+        #[derive(Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        $(#[$attr])*
+        struct $wire {
+            $($(#[$fattr])* $field: $ty,)*
+            #[serde(default)]
+            redirect_uris: Vec<String>,
+            token_endpoint_auth_method: Option<String>,
+            grant_types: Option<Vec<String>>,
+            response_types: Option<Vec<String>>,
+            client_name: Option<String>,
+            client_uri: Option<String>,
+            logo_uri: Option<String>,
+            scope: Option<String>,
+            contacts: Option<Vec<String>>,
+            tos_uri: Option<String>,
+            policy_uri: Option<String>,
+            software_id: Option<String>,
+            software_version: Option<String>,
+            /// Only meaningful for `private_key_jwt` clients (client ID metadata documents).
+            jwks_uri: Option<String>,
+            jwks: Option<Value>,
+        }
+
+        impl From<$wire> for $params {
+            fn from(w: $wire) -> Self {
+                $params {
+                    $($field: w.$field,)*
+                    metadata: ClientMetadata {
+                        redirect_uris: w.redirect_uris,
+                        token_endpoint_auth_method: w.token_endpoint_auth_method,
+                        grant_types: w.grant_types,
+                        response_types: w.response_types,
+                        client_name: w.client_name,
+                        client_uri: w.client_uri,
+                        logo_uri: w.logo_uri,
+                        scope: w.scope,
+                        contacts: w.contacts,
+                        tos_uri: w.tos_uri,
+                        policy_uri: w.policy_uri,
+                        software_id: w.software_id,
+                        software_version: w.software_version,
+                        jwks_uri: w.jwks_uri,
+                        jwks: w.jwks,
+                    },
+                }
+            }
+        }
+    };
+}
+
+metadata_params! {
+    #[schemars(rename = "ClientRegister")]
+    ClientRegisterParams => ClientRegister {
+        client_id: Option<String>,
+        client_secret: Option<String>,
+    }
+}
+
+metadata_params! {
+    #[schemars(rename = "ClientUpdate")]
+    ClientUpdateParams => ClientUpdate {
+        client_id: String,
+        rotate_secret: Option<bool>,
+    }
+}
+
 /// `client.cache_document` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClientCacheDocument {
     pub client_id: String,
     pub document: Value,
@@ -85,12 +163,14 @@ pub struct ClientCacheDocument {
 
 /// Params naming one client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClientRef {
     pub client_id: String,
 }
 
 /// `client.authenticate` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClientAuthenticate {
     pub client_id: String,
     pub client_secret: String,
@@ -118,6 +198,7 @@ pub struct Client {
 
 /// `client.list` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClientList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
@@ -142,6 +223,7 @@ pub struct Authenticated {
 
 /// `session.put` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SessionPut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -185,12 +267,14 @@ pub struct Session {
 
 /// Params naming one session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SessionRef {
     pub id: String,
 }
 
 /// `session.update` params: only the fields given change.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SessionUpdate {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +289,7 @@ pub struct SessionUpdate {
 
 /// `session.list` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct SessionList {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,6 +304,7 @@ pub struct SessionList {
 
 /// `session.purge` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct SessionPurge {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -237,6 +323,7 @@ pub struct Purged {
 
 /// `code.issue` params. With `session_id`, omitted fields come from the session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct CodeIssue {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -271,6 +358,7 @@ pub struct IssuedCode {
 
 /// `code.consume` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CodeConsume {
     pub code: String,
     pub client_id: String,
@@ -296,6 +384,7 @@ pub struct ConsumedCode {
 
 /// `token.issue` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenIssue {
     pub client_id: String,
     pub user_id: String,
@@ -324,6 +413,7 @@ pub struct IssuedToken {
 
 /// Params carrying one refresh token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRef {
     pub token: String,
 }
@@ -345,6 +435,7 @@ pub struct TokenInfo {
 
 /// `token.rotate` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRotate {
     pub token: String,
     pub client_id: String,
@@ -357,6 +448,7 @@ pub struct TokenRotate {
 /// `token.revoke` params: exactly one of `{token}`, `{grant_id}`, `{client_id, user_id?}`,
 /// `{user_id}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct TokenRevoke {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -377,6 +469,7 @@ pub struct Revoked {
 
 /// `token.list` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct TokenList {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -420,6 +513,7 @@ pub struct ServerStats {
 
 /// `session.subscribe` / `token.subscribe` params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct Subscribe {
     /// Only these kinds; all when absent.
@@ -459,4 +553,46 @@ pub struct TokenEvent {
     pub user_id: String,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn properties<T: JsonSchema>() -> BTreeSet<String> {
+        let schema = schemars::schema_for!(T);
+        schema.as_value()["properties"].as_object().unwrap().keys().cloned().collect()
+    }
+
+    // The wire shapes list the metadata fields a second time: they must not drift apart.
+    #[test]
+    fn register_and_update_params_carry_every_metadata_field() {
+        let metadata = properties::<ClientMetadata>();
+        let mut register = metadata.clone();
+        register.extend(["client_id".to_string(), "client_secret".to_string()]);
+        assert_eq!(properties::<ClientRegister>(), register);
+        let mut update = metadata;
+        update.extend(["client_id".to_string(), "rotate_secret".to_string()]);
+        assert_eq!(properties::<ClientUpdate>(), update);
+    }
+
+    #[test]
+    fn register_params_round_trip_through_the_wire_shape() {
+        let params = ClientRegister {
+            client_id: Some("c".into()),
+            client_secret: None,
+            metadata: ClientMetadata {
+                redirect_uris: vec!["https://a.example/cb".into()],
+                client_name: Some("n".into()),
+                jwks: Some(json!({"keys": []})),
+                ..Default::default()
+            },
+        };
+        let decoded: ClientRegister = serde_json::from_value(serde_json::to_value(&params).unwrap()).unwrap();
+        assert_eq!(decoded, params);
+    }
 }

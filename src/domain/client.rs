@@ -121,7 +121,7 @@ pub fn metadata(mut meta: ClientMetadata, origin: Origin) -> Result<ValidMetadat
         ("software_version", &meta.software_version),
     ] {
         if let Some(value) = value {
-            validate::text(field, value)?;
+            validate::display_text(field, value)?;
         }
     }
     if let Some(scope) = &meta.scope {
@@ -130,7 +130,7 @@ pub fn metadata(mut meta: ClientMetadata, origin: Origin) -> Result<ValidMetadat
     if let Some(contacts) = &meta.contacts {
         validate::list_len("contacts", contacts)?;
         for contact in contacts {
-            validate::text("contacts", contact)?;
+            validate::display_text("contacts", contact)?;
         }
     }
     if let Some(jwks) = &meta.jwks {
@@ -146,9 +146,11 @@ pub fn metadata(mut meta: ClientMetadata, origin: Origin) -> Result<ValidMetadat
 }
 
 /// A client ID that is the URL of a metadata document: https, a path, no fragment, no dot
-/// segments (MCP client ID metadata documents).
+/// segments (MCP client ID metadata documents), and within the limits of every other client
+/// ID (256 visible ASCII characters), or no flow method could name the client.
 pub fn document_url(field: &str, value: &str) -> Result<Url> {
     let url = validate::absolute_uri(field, value)?;
+    validate::id(field, value)?;
     if url.scheme() != "https" || url.host().is_none() {
         return Err(Error::invalid(field, "a metadata document client_id must be an https URL"));
     }
@@ -164,12 +166,13 @@ pub fn document_url(field: &str, value: &str) -> Result<Url> {
     Ok(url)
 }
 
-/// A caller-supplied client secret: long enough to be one.
+/// A caller-supplied client secret: long enough to be one, and printable ASCII (RFC 6749
+/// appendix A.2), so that it survives HTTP Basic and form encoding unchanged.
 pub fn client_secret(field: &str, value: &str) -> Result<()> {
     if value.len() < 32 {
         return Err(Error::invalid(field, "must be at least 32 characters"));
     }
-    validate::text(field, value)
+    validate::vschar(field, value)
 }
 
 #[cfg(test)]
@@ -205,7 +208,46 @@ mod tests {
     }
 
     #[test]
+    fn display_text_and_uris_are_refused_unless_stored_exactly_as_given() {
+        let field = |m: ClientMetadata| match metadata(m, Origin::Registered) {
+            Err(Error::InvalidParams { field, .. }) => field,
+            other => panic!("expected invalid params, got {other:?}"),
+        };
+        let base = || meta(&["https://a.example/cb"]);
+        assert_eq!(field(meta(&["https://a.example/cb\r\nX-Injected: y"])), "redirect_uris");
+        assert_eq!(field(meta(&[" https://a.example/cb"])), "redirect_uris");
+        assert_eq!(field(ClientMetadata { client_name: Some("Evil\u{202E}gnp.exe".into()), ..base() }), "client_name");
+        assert_eq!(field(ClientMetadata { client_name: Some(" Google".into()), ..base() }), "client_name");
+        assert_eq!(field(ClientMetadata { client_uri: Some("https://a.example/\t".into()), ..base() }), "client_uri");
+        assert_eq!(field(ClientMetadata { logo_uri: Some("https://a.example/l.png ".into()), ..base() }), "logo_uri");
+        assert_eq!(field(ClientMetadata { tos_uri: Some("https://a.example/\n".into()), ..base() }), "tos_uri");
+        assert_eq!(
+            field(ClientMetadata { policy_uri: Some("https://a.example/\u{202E}".into()), ..base() }),
+            "policy_uri"
+        );
+        assert_eq!(field(ClientMetadata { jwks_uri: Some("\thttps://a.example/j".into()), ..base() }), "jwks_uri");
+        assert_eq!(field(ClientMetadata { contacts: Some(vec!["a@b.example\u{2066}".into()]), ..base() }), "contacts");
+        assert_eq!(field(ClientMetadata { software_id: Some("id\u{200F}".into()), ..base() }), "software_id");
+        let fine = ClientMetadata { client_name: Some("Zoë's Client (ß)".into()), ..base() };
+        assert_eq!(
+            metadata(fine, Origin::Registered).unwrap().metadata.client_name.as_deref(),
+            Some("Zoë's Client (ß)")
+        );
+    }
+
+    #[test]
+    fn client_secrets_are_printable_ascii() {
+        assert!(client_secret("s", &"s".repeat(32)).is_ok());
+        assert!(client_secret("s", &format!("{}é", "s".repeat(32))).is_err());
+        assert!(client_secret("s", &format!("{}\u{7f}", "s".repeat(32))).is_err());
+    }
+
+    #[test]
     fn document_urls_need_https_and_a_path() {
+        assert!(document_url("client_id", &format!("https://app.example/{}.json", "a".repeat(200))).is_ok());
+        // Every flow method takes client ids of at most 256 visible ASCII characters.
+        assert!(document_url("client_id", &format!("https://app.example/{}.json", "a".repeat(240))).is_err());
+        assert!(document_url("client_id", "https://app.example/clïent.json").is_err());
         assert!(document_url("client_id", "https://app.example/oauth/client.json").is_ok());
         assert!(document_url("client_id", "https://app.example/").is_err());
         assert!(document_url("client_id", "http://app.example/c.json").is_err());

@@ -77,9 +77,9 @@ pub fn issue(p: CodeIssue, session: Option<&Session>, policy: &Policy, now: Date
     validate::redirect_uri("redirect_uri", &redirect_uri)?;
     let code_challenge =
         code_challenge.ok_or_else(|| Error::invalid("code_challenge", "required: PKCE is mandatory"))?;
-    pkce::challenge("code_challenge", &code_challenge)?;
     let method =
         pkce::Method::parse("code_challenge_method", code_challenge_method.as_deref(), policy.allow_plain_pkce)?;
+    pkce::challenge("code_challenge", &code_challenge, method)?;
     optional_scope_resource_user(scope.as_deref(), resource.as_deref(), Some(&user_id))?;
     let data = match (&p.data, session.and_then(|s| s.data.as_ref())) {
         (Some(d), _) | (None, Some(d)) => Some(validate::data("data", d)?),

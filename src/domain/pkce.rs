@@ -29,9 +29,25 @@ impl Method {
     }
 }
 
-/// A code challenge: 43..=128 unreserved characters (RFC 7636 §4.2).
-pub fn challenge(field: &str, value: &str) -> Result<()> {
-    unreserved_43_to_128(field, value)
+/// A code challenge made with `method` (RFC 7636 §4.2). `plain` is the verifier itself:
+/// 43..=128 unreserved characters. `S256` is BASE64URL(SHA256(verifier)) without padding:
+/// exactly 43 characters of the base64url alphabet, the last one carrying only 2 of the 6 bits
+/// (any other challenge could never verify, so it is refused here rather than stored).
+pub fn challenge(field: &str, value: &str, method: Method) -> Result<()> {
+    match method {
+        Method::Plain => unreserved_43_to_128(field, value),
+        Method::S256 => {
+            let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            if value.len() != 43 || !value.bytes().all(base64url) {
+                return Err(Error::invalid(field, "an S256 challenge is exactly 43 base64url characters (RFC 7636)"));
+            }
+            // 43 characters carry 258 bits; a SHA-256 digest leaves the last 2 at zero.
+            if !value.ends_with(|c: char| "AEIMQUYcgkosw048".contains(c)) {
+                return Err(Error::invalid(field, "not the base64url encoding of a SHA-256 digest"));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// A code verifier: 43..=128 unreserved characters (RFC 7636 §4.1).
@@ -76,6 +92,21 @@ mod tests {
         assert_eq!(Method::parse("m", Some("plain"), true), Ok(Method::Plain));
         assert_eq!(Method::parse("m", None, false), Ok(Method::S256));
         assert!(Method::parse("m", Some("s256"), false).is_err());
+    }
+
+    #[test]
+    fn s256_challenges_are_exactly_43_base64url_characters() {
+        assert!(challenge("c", CHALLENGE, Method::S256).is_ok());
+        assert!(challenge("c", &secret::s256(&"v".repeat(128)), Method::S256).is_ok());
+        // Long enough for RFC 7636's general rule, but no SHA-256 digest looks like these.
+        assert!(challenge("c", &"a".repeat(60), Method::S256).is_err());
+        assert!(challenge("c", &"a".repeat(44), Method::S256).is_err());
+        assert!(challenge("c", &format!("{}~", &CHALLENGE[..42]), Method::S256).is_err());
+        assert!(challenge("c", &format!("{}.", &CHALLENGE[..42]), Method::S256).is_err());
+        assert!(challenge("c", &format!("{}N", &CHALLENGE[..42]), Method::S256).is_err());
+        // plain is the verifier itself: 43..=128 unreserved characters.
+        assert!(challenge("c", &"a~".repeat(30), Method::Plain).is_ok());
+        assert!(challenge("c", &"a".repeat(129), Method::Plain).is_err());
     }
 
     #[test]

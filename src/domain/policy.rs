@@ -21,9 +21,13 @@ impl Lifetime {
         if secs > self.max_secs {
             return Err(Error::invalid(field, format!("must be at most {} seconds", self.max_secs)));
         }
-        // max_secs is bounded by configuration, so this cannot overflow a DateTime.
-        let secs = i64::try_from(secs).map_err(|_| Error::invalid(field, "too large"))?;
-        Ok(now + Duration::seconds(secs))
+        // max_secs is bounded by configuration; checked all the same, so that no caller's
+        // ttl_secs can ever panic a call.
+        i64::try_from(secs)
+            .ok()
+            .and_then(Duration::try_seconds)
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .ok_or_else(|| Error::invalid(field, "too large"))
     }
 }
 
@@ -56,6 +60,27 @@ impl Default for Policy {
             allow_plain_pkce: false,
             document_max_age_secs: 86_400,
             code_replay_window_secs: 3600,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_bounded_and_never_overflow() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let policy = Policy::default();
+        assert_eq!(policy.session.expires_at("ttl_secs", None, now), Ok(now + Duration::seconds(600)));
+        assert!(policy.session.expires_at("ttl_secs", Some(0), now).is_err());
+        assert!(policy.session.expires_at("ttl_secs", Some(86_401), now).is_err());
+        let unbounded = Lifetime { default_secs: 60, max_secs: u64::MAX };
+        for ttl in [u64::MAX, i64::MAX as u64, 9_000_000_000_000_000, 100_000_000_000_000] {
+            assert!(matches!(
+                unbounded.expires_at("ttl_secs", Some(ttl), now),
+                Err(Error::InvalidParams { field, .. }) if field == "ttl_secs"
+            ));
         }
     }
 }

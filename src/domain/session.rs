@@ -36,16 +36,16 @@ pub fn put(p: SessionPut, policy: &Policy, now: DateTime<Utc>) -> Result<NewSess
     validate::id("client_id", &p.client_id)?;
     validate::redirect_uri("redirect_uri", &p.redirect_uri)?;
     if let Some(state) = &p.state {
-        validate::text("state", state)?;
+        validate::state("state", state)?;
     }
     let method = match &p.code_challenge {
         Some(challenge) => {
-            pkce::challenge("code_challenge", challenge)?;
             let method = pkce::Method::parse(
                 "code_challenge_method",
                 p.code_challenge_method.as_deref(),
                 policy.allow_plain_pkce,
             )?;
+            pkce::challenge("code_challenge", challenge, method)?;
             Some(method.as_str().to_string())
         }
         None if p.code_challenge_method.is_some() => {

@@ -206,8 +206,12 @@ pub fn rotation(
         // Strict mode: a rotated token presented again is reuse, whenever it comes back.
         Status::Rotated if policy.rotation_grace_secs == 0 => Rotation::ReuseDetected,
         Status::Rotated => {
-            let grace = Duration::seconds(i64::try_from(policy.rotation_grace_secs).unwrap_or(i64::MAX / 1000));
-            let in_grace = token.status_at.and_then(|at| at.checked_add_signed(grace)).is_some_and(|end| now < end);
+            // Checked: a grace window too large for a timestamp means "always in grace", never
+            // a panic (the configuration refuses such windows anyway).
+            let grace = i64::try_from(policy.rotation_grace_secs).ok().and_then(Duration::try_seconds);
+            let in_grace = token
+                .status_at
+                .is_some_and(|at| grace.and_then(|grace| at.checked_add_signed(grace)).is_none_or(|until| now < until));
             let successor_unused = match (family, &token.successor) {
                 (Some(f), Some(successor)) => f.revoked_at.is_none() && f.active_token.as_ref() == Some(successor),
                 _ => false,
@@ -399,6 +403,19 @@ mod tests {
             rotation(Some(&t), Some(&family("h2")), &req(), &policy, now + Duration::seconds(10)),
             Rotation::ReuseDetected
         );
+    }
+
+    #[test]
+    fn an_enormous_grace_window_does_not_overflow() {
+        let now = t0();
+        let t = token(now, Status::Rotated);
+        for grace in [u64::MAX, i64::MAX as u64, 9_000_000_000_000_000, 100_000_000_000_000] {
+            let policy = Policy { rotation_grace_secs: grace, ..Policy::default() };
+            assert!(matches!(
+                rotation(Some(&t), Some(&family("h2")), &req(), &policy, now + Duration::seconds(5)),
+                Rotation::Reissue { .. }
+            ));
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Field-level rules shared by every method. Each check names the field it failed on.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 use url::Url;
 
@@ -30,7 +32,8 @@ pub fn id(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A user identifier: any non-empty text without control characters, up to 256 bytes.
+/// A user identifier: non-empty text of at most 256 bytes, under the rules of [`display_text`]
+/// (portals show it, and a user id that only looks like another must not pass for it).
 pub fn user_id(field: &str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
@@ -38,7 +41,7 @@ pub fn user_id(field: &str, value: &str) -> Result<()> {
     if value.len() > MAX_ID_LEN {
         return Err(Error::invalid(field, format!("longer than {MAX_ID_LEN} bytes")));
     }
-    text(field, value)
+    display_text(field, value)
 }
 
 /// Free text: no control characters, bounded length.
@@ -48,6 +51,51 @@ pub fn text(field: &str, value: &str) -> Result<()> {
     }
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Text people read (client names, contacts, software ids, user ids): bounded, no control
+/// characters, no bidirectional formatting characters (U+202E RIGHT-TO-LEFT OVERRIDE makes
+/// "Evil\u{202E}gnp.exe" display as "Evilexe.png"), no line or paragraph separators, and no
+/// leading or trailing whitespace.
+pub fn display_text(field: &str, value: &str) -> Result<()> {
+    text(field, value)?;
+    if let Some(c) = value.chars().find(|&c| is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')) {
+        return Err(Error::invalid(
+            field,
+            format!("must not contain U+{:04X} (bidirectional or line formatting character)", u32::from(c)),
+        ));
+    }
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err(Error::invalid(field, "must not start or end with whitespace"));
+    }
+    Ok(())
+}
+
+/// The Unicode bidirectional formatting characters (UAX #9 §2): marks, embeddings, overrides
+/// and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A `state` value (RFC 6749 appendix A.5: `1*VSCHAR`, printable ASCII including space),
+/// bounded. The portal echoes it into a redirect, so nothing else may pass.
+pub fn state(field: &str, value: &str) -> Result<()> {
+    vschar(field, value)?;
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty (omit it instead)"));
+    }
+    Ok(())
+}
+
+/// Printable ASCII, space included (RFC 6749 appendix A's `VSCHAR`), bounded.
+pub fn vschar(field: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_TEXT_LEN {
+        return Err(Error::invalid(field, format!("longer than {MAX_TEXT_LEN} bytes")));
+    }
+    if !value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(Error::invalid(field, "must be printable ASCII (RFC 6749 VSCHAR)"));
     }
     Ok(())
 }
@@ -64,22 +112,60 @@ pub fn scope(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// True when every token of `requested` is also in `granted`.
+/// True when every token of `requested` is also in `granted` (linear in their lengths).
 pub fn scope_is_subset(requested: &str, granted: Option<&str>) -> bool {
-    let granted: Vec<&str> = granted.map(|g| g.split(' ').collect()).unwrap_or_default();
-    requested.split(' ').all(|token| granted.contains(&token))
+    let granted: HashSet<&str> = granted.map(|g| g.split(' ').collect()).unwrap_or_default();
+    requested.split(' ').all(|token| granted.contains(token))
 }
 
-/// An absolute URI without a fragment, parsed.
+/// An absolute URI without a fragment, parsed. The text itself must already be a URI as
+/// RFC 3986 writes one (see [`uri_text`]): `Url::parse` would strip tabs and newlines, trim
+/// spaces and percent-encode the rest, and what is stored and handed back is the text, not the
+/// parse.
 pub fn absolute_uri(field: &str, value: &str) -> Result<Url> {
     if value.len() > MAX_URI_LEN {
         return Err(Error::invalid(field, format!("longer than {MAX_URI_LEN} bytes")));
     }
+    uri_text(field, value)?;
     if value.contains('#') {
         return Err(Error::invalid(field, "must not contain a fragment"));
     }
     let url = Url::parse(value).map_err(|e| Error::invalid(field, format!("not an absolute URI: {e}")))?;
     Ok(url)
+}
+
+/// RFC 3986 §2: a URI is ASCII letters and digits, `-._~`, the delimiters `:/?#[]@!$&'()*+,;=`,
+/// and `%` followed by two hex digits. Anything else (control characters, spaces anywhere,
+/// non-ASCII, and `"`, `<`, `>`, `\`, `^`, the backquote, `{`, `|`, `}`) is refused rather
+/// than normalised.
+pub fn uri_text(field: &str, value: &str) -> Result<()> {
+    let bytes = value.as_bytes();
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        let ok = match b {
+            b'%' => {
+                let hex = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(at + 1) && hex(at + 2)) {
+                    return Err(Error::invalid(field, "a % must start a percent-encoded octet (RFC 3986)"));
+                }
+                at += 2;
+                true
+            }
+            b if b.is_ascii_alphanumeric() => true,
+            b => b"-._~:/?#[]@!$&'()*+,;=".contains(&b),
+        };
+        if !ok {
+            let why = match b {
+                b' ' => "must not contain spaces (percent-encode them)".to_string(),
+                b if b.is_ascii_control() => "must not contain control characters".to_string(),
+                b if !b.is_ascii() => "must be ASCII (percent-encode other characters; punycode hosts)".to_string(),
+                b => format!("must not contain {:?} (RFC 3986)", char::from(b)),
+            };
+            return Err(Error::invalid(field, why));
+        }
+        at += 1;
+    }
+    Ok(())
 }
 
 /// An http(s) URL such as `client_uri` or `logo_uri`.
@@ -203,6 +289,64 @@ mod tests {
         assert!(scope_is_subset("read", Some("read write")));
         assert!(!scope_is_subset("admin", Some("read write")));
         assert!(!scope_is_subset("read", None));
+    }
+
+    // Url::parse strips tabs and newlines and trims spaces, so each of these used to pass and
+    // be stored as given: "https://a.example/cb\r\nX-Injected: y" came back from code.consume.
+    #[test]
+    fn uris_are_refused_unless_their_text_is_an_rfc3986_uri() {
+        for bad in [
+            "https://a.example/cb\r\nX-Injected: y",
+            "https://a.example/cb\n",
+            "https://a.example/c\tb",
+            " https://a.example/cb",
+            "https://a.example/cb ",
+            "https://a.example/c b",
+            "https://a.example/\u{202E}cb",
+            "https://a.example/é",
+            "https://ä.example/cb",
+            "https://a.example\\cb",
+            "https://a.example/cb?x=<script>",
+            "https://a.example/cb?x=%zz",
+            "https://a.example/cb?x=%4",
+            "https://a.example/\u{0}",
+        ] {
+            assert_eq!(field_of(absolute_uri("u", bad)), "u", "{bad:?}");
+            assert_eq!(field_of(redirect_uri("r", bad)), "r", "{bad:?}");
+            assert_eq!(field_of(web_url("w", bad)), "w", "{bad:?}");
+            assert_eq!(field_of(resource("res", bad)), "res", "{bad:?}");
+        }
+        for good in [
+            "https://a.example/cb",
+            "https://a.example/cb?x=1&y=%2F~._-!$'()*+,;=:@",
+            "https://xn--4ca.example/cb",
+            "http://[::1]:8080/cb",
+            "https://a.example/%E2%80%AE",
+        ] {
+            assert_eq!(absolute_uri("u", good).map(drop), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn display_text_refuses_control_bidi_and_surrounding_whitespace() {
+        for bad in
+            ["a\tb", "Evil\u{202E}gnp.exe", "a\u{2066}b", "\u{200F}x", "x\u{2028}y", " x", "x ", "x\u{a0}", "\u{85}"]
+        {
+            assert_eq!(field_of(display_text("n", bad)), "n", "{bad:?}");
+            assert_eq!(field_of(user_id("user_id", bad)), "user_id", "{bad:?}");
+        }
+        for good in ["Zoë", "名前", "a b", "Family \u{1F468}\u{200D}\u{1F469}", "\u{0645}\u{0647}\u{200C}\u{0631}"] {
+            assert_eq!(display_text("n", good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn state_is_non_empty_printable_ascii() {
+        assert_eq!(state("state", "xyz 123 ~!"), Ok(()));
+        for bad in ["", "a\u{202E}", "a\tb", "é", "\u{7f}"] {
+            assert_eq!(field_of(state("state", bad)), "state", "{bad:?}");
+        }
+        assert!(state("state", &"s".repeat(MAX_TEXT_LEN + 1)).is_err());
     }
 
     #[test]

@@ -16,11 +16,14 @@ use std::time::Instant;
 
 use jsonrpsee::MethodResponse;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
-use jsonrpsee::types::{ErrorObject, Request};
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned, Request};
+use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::params::clip;
+use crate::error::Error;
 use crate::metrics::Metrics;
 
 /// jsonrpsee's code for "server is busy".
@@ -148,25 +151,45 @@ impl<S> ObjectParams<S> {
 
 impl<S> RpcServiceT for ObjectParams<S>
 where
-    S: RpcServiceT + Send + Sync + Clone + 'static,
+    S: RpcServiceT<MethodResponse = MethodResponse> + Send + Sync + Clone + 'static,
 {
-    type MethodResponse = S::MethodResponse;
+    type MethodResponse = MethodResponse;
     type NotificationResponse = S::NotificationResponse;
     type BatchResponse = S::BatchResponse;
 
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
-        if let Some(wrapped) = wrap(&request.method, request.params.as_deref()) {
-            request.params = Some(Cow::Owned(wrapped));
+        let refused = match shape(&request.method, request.params.as_deref()) {
+            Ok(Some(wrapped)) => {
+                request.params = Some(Cow::Owned(wrapped));
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        let inner = self.inner.clone();
+        async move {
+            match refused {
+                Some(e) => MethodResponse::error(request.id, ErrorObjectOwned::from(e)),
+                None => inner.call(request).await,
+            }
         }
-        self.inner.call(request)
     }
 
     fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
-        for entry in batch.iter_mut().flatten() {
-            if let BatchEntry::Call(request) = entry
-                && let Some(wrapped) = wrap(&request.method, request.params.as_deref())
-            {
-                request.params = Some(Cow::Owned(wrapped));
+        for entry in batch.iter_mut() {
+            let refused = match entry {
+                Ok(BatchEntry::Call(request)) => match shape(&request.method, request.params.as_deref()) {
+                    Ok(Some(wrapped)) => {
+                        request.params = Some(Cow::Owned(wrapped));
+                        None
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some(BatchEntryErr::new(request.id.clone(), ErrorObjectOwned::from(e))),
+                },
+                _ => None,
+            };
+            if let Some(refused) = refused {
+                *entry = Err(refused);
             }
         }
         self.inner.batch(batch)
@@ -177,32 +200,80 @@ where
     }
 }
 
-/// `{..}` or nothing becomes `[{..}]`; arrays pass untouched (positional callers and the
-/// generated client already send `[{..}]`). A scalar is wrapped too, so the handler reports it
-/// as invalid params naming `params`. Unsubscribe methods take a bare id.
-fn wrap(method: &str, params: Option<&RawValue>) -> Option<Box<RawValue>> {
+/// Methods that take no params: anything given to them is a parameter they do not know.
+const NO_PARAMS: &[&str] = &["server.ping", "server.info", "server.stats", "rpc.discover"];
+
+/// Brings a call's params to the shape the `#[rpc]` traits decode, or refuses them.
+///
+/// `{..}` or nothing becomes `[{..}]`; a one-element array passes untouched (positional callers
+/// and the generated client already send `[{..}]`), an empty one becomes `[{}]`, and a longer
+/// one is refused: the method takes one object. A scalar is wrapped too, so the handler
+/// reports it as invalid params naming `params`. Unsubscribe methods take a bare id. Methods
+/// without params refuse any (`data.field` names the first key).
+fn shape(method: &str, params: Option<&RawValue>) -> Result<Option<Box<RawValue>>, Error> {
     if method.ends_with("unsubscribe") {
-        return None;
+        return Ok(None);
+    }
+    if NO_PARAMS.contains(&method) {
+        return match params.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+            None | Some(Ok(Value::Null)) => Ok(None),
+            Some(Ok(Value::Object(map))) if map.is_empty() => Ok(None),
+            Some(Ok(Value::Array(items))) if items.is_empty() => Ok(None),
+            Some(Ok(Value::Object(map))) => {
+                let key = map.keys().next().filter(|k| !k.is_empty()).map_or("params", String::as_str);
+                Err(Error::invalid(clip(key, 256), format!("{method} takes no params")))
+            }
+            Some(_) => Err(Error::invalid("params", format!("{method} takes no params"))),
+        };
     }
     let text = match params {
         None => "{}",
-        Some(raw) if raw.get().trim_start().starts_with('[') => return None,
+        Some(raw) if raw.get().trim_start().starts_with('[') => {
+            return match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
+                Ok(items) if items.is_empty() => Ok(RawValue::from_string("[{}]".into()).ok()),
+                Ok(items) if items.len() > 1 => {
+                    Err(Error::invalid("params", "must be one object of named params (or an array holding only it)"))
+                }
+                _ => Ok(None),
+            };
+        }
         Some(raw) => raw.get(),
     };
-    RawValue::from_string(format!("[{text}]")).ok()
+    Ok(RawValue::from_string(format!("[{text}]")).ok())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.into()).unwrap()
+    }
+
+    fn refused_field(method: &str, params: Option<&str>) -> String {
+        match shape(method, params.map(raw).as_deref()) {
+            Err(Error::InvalidParams { field, .. }) => field,
+            other => panic!("expected invalid params, got {other:?}"),
+        }
+    }
+
     #[test]
     fn objects_and_missing_params_are_wrapped_arrays_pass() {
-        let object = RawValue::from_string(r#"{"id":"x"}"#.into()).unwrap();
-        assert_eq!(wrap("session.get", Some(&object)).unwrap().get(), r#"[{"id":"x"}]"#);
-        assert_eq!(wrap("server.ping", None).unwrap().get(), "[{}]");
-        let array = RawValue::from_string(r#"[{"id":"x"}]"#.into()).unwrap();
-        assert!(wrap("session.get", Some(&array)).is_none());
-        assert!(wrap("session.unsubscribe", Some(&object)).is_none());
+        let object = raw(r#"{"id":"x"}"#);
+        assert_eq!(shape("session.get", Some(&object)).unwrap().unwrap().get(), r#"[{"id":"x"}]"#);
+        assert_eq!(shape("session.list", None).unwrap().unwrap().get(), "[{}]");
+        assert_eq!(shape("session.list", Some(&raw("[]"))).unwrap().unwrap().get(), "[{}]");
+        assert!(shape("session.get", Some(&raw(r#"[{"id":"x"}]"#))).unwrap().is_none());
+        assert!(shape("session.unsubscribe", Some(&object)).unwrap().is_none());
+    }
+
+    #[test]
+    fn params_a_method_does_not_take_are_refused() {
+        assert_eq!(refused_field("session.get", Some(r#"[{"id":"x"}, {"id":"y"}]"#)), "params");
+        assert_eq!(refused_field("server.ping", Some(r#"{"verbose":true}"#)), "verbose");
+        assert_eq!(refused_field("server.info", Some("[1]")), "params");
+        assert_eq!(refused_field("rpc.discover", Some("\"x\"")), "params");
+        for fine in [None, Some("{}"), Some("[]"), Some("null")] {
+            assert!(shape("server.ping", fine.map(raw).as_deref()).unwrap().is_none(), "{fine:?}");
+        }
     }
 }
