@@ -46,9 +46,10 @@ struct Pending {
 
 impl Store {
     /// Moves up to `limit` outbox rows into the event log, giving them consecutive cursors in
-    /// the order they became visible (database time of the change breaks ties). Returns how
-    /// many were sequenced. Sequencers on several instances conflict on the sequencer record,
-    /// so cursors are never handed out twice.
+    /// the order they became visible; rows that became visible together are ordered by the
+    /// database's clock at the change (`ts`), so a change that committed before another began
+    /// comes first. Returns how many were sequenced. Sequencers on several instances conflict
+    /// on the sequencer record, so cursors are never handed out twice.
     pub async fn sequence_pending(&self, limit: usize, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.retrying(|| async {
             const READ: &str = "BEGIN; \

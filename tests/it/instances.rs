@@ -193,7 +193,11 @@ async fn instances_whose_clocks_differ_prune_only_a_prefix_of_the_log() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for app in [&fast, &slow] {
-        let refused = SessionApiClient::subscribe_events(&app.client, Subscribe { since: Some("0".into()), ..Default::default() }.into()).await;
+        let refused = SessionApiClient::subscribe_events(
+            &app.client,
+            Subscribe { since: Some("0".into()), ..Default::default() }.into(),
+        )
+        .await;
         assert_eq!(crate::support::error_of(refused).0, 1006);
     }
     one_event(&fast, "e4").await;
@@ -260,7 +264,8 @@ async fn one_familys_events_follow_the_order_its_changes_committed_across_instan
         let mut sub = TokenApiClient::subscribe_events(client, params.into()).await.unwrap();
         let mut log = Vec::new();
         while log.len() < ROUNDS * 2 * (STEPS + 1) {
-            let event = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("events").unwrap().unwrap();
+            let event =
+                tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("events").unwrap().unwrap();
             log.push(event);
         }
         let cursors: Vec<i64> = log.iter().map(|e| e.cursor.parse().unwrap()).collect();

@@ -283,7 +283,8 @@ async fn stalled_subscriber(app: &TestApp, since: &str) -> RawSocket {
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(app.addr).await.unwrap();
     let (mut ws, _) = tokio_tungstenite::client_async(app.ws_url(), stream).await.unwrap();
-    let subscribe = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"session.subscribe","params":{{"since":"{since}"}}}}"#);
+    let subscribe =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"session.subscribe","params":{{"since":"{since}"}}}}"#);
     ws.send(tokio_tungstenite::tungstenite::Message::text(subscribe)).await.unwrap();
     loop {
         if let tokio_tungstenite::tungstenite::Message::Text(text) = ws.next().await.unwrap().unwrap() {
