@@ -225,7 +225,7 @@ async fn one_familys_events_follow_the_order_its_changes_committed_across_instan
     let b = Instance::start(&database);
     let (client_a, client_b) = (a.connect().await, b.connect().await);
     client_a.register(crate::support::public_client("app").into()).await.unwrap();
-    let via = |n: usize| if n % 2 == 0 { &client_a } else { &client_b };
+    let via = |n: usize| if n.is_multiple_of(2) { &client_a } else { &client_b };
 
     let mut expected: Vec<(String, Vec<(String, String)>)> = Vec::new();
     for round in 0..ROUNDS {
