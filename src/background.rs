@@ -186,7 +186,8 @@ async fn feed(store: Store, hub: Hub, timings: Timings, mut stop: watch::Receive
     }
 }
 
-/// Drops events older than the retention period.
+/// Drops the oldest events, up to the first one still inside the retention period (a prefix of
+/// the log, by cursor: see `Store::prune_events`).
 async fn pruner(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(timings.prune_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);

@@ -169,37 +169,73 @@ pub(super) async fn serve(
     let _open = OpenSubscription::new(&cx);
 
     loop {
-        // Catch up from the log: everything retained after the cursor.
+        // Catch up from the log: everything retained after the cursor. Each event must be the
+        // one right after the cursor; anything else means what lay between was pruned while
+        // this subscriber was reading, and it is closed rather than silently skipped ahead.
         loop {
-            let batch =
-                cx.store.events_after(cursor, REPLAY_BATCH).await.map_err(|e| closed("unavailable", cursor, &e))?;
-            let full = batch.len() == REPLAY_BATCH;
-            for event in batch {
+            let page =
+                cx.store.events_page(cursor, REPLAY_BATCH).await.map_err(|e| closed("unavailable", cursor, &e))?;
+            let full = page.events.len() == REPLAY_BATCH;
+            for event in page.events {
+                match follows(cursor, event.seq) {
+                    Follows::Seen => continue,
+                    Follows::Next => {}
+                    Follows::Gap => return Err(cursor_expired(cursor, event.seq - 1)),
+                }
                 deliver(&sink, &filter, &event, cursor, send_timeout).await?;
                 cursor = event.seq;
             }
             if !full {
+                // The handover: the log ends here. If its head is further on, the events up
+                // to the head were pruned (the page and the head are one read).
+                if cursor < page.head {
+                    return Err(cursor_expired(cursor, page.head));
+                }
                 break;
             }
         }
         // Then follow the live feed, skipping what the log already delivered. A subscriber
         // that falls behind the feed (a burst larger than the hub keeps) goes back to the log;
-        // only one that stops reading is closed.
+        // only one that stops reading is closed. An event that does not follow the cursor
+        // sends it back to the log too, which decides whether the events between are there
+        // or were pruned.
         loop {
             tokio::select! {
                 () = sink.closed() => return Ok(()),
                 _ = closing.changed() => return Err(closed("shutdown", cursor, &"the server is shutting down")),
                 received = live.recv() => match received {
-                    Ok(event) if event.seq <= cursor => {}
-                    Ok(event) => {
-                        deliver(&sink, &filter, &event, cursor, send_timeout).await?;
-                        cursor = event.seq;
-                    }
+                    Ok(event) => match follows(cursor, event.seq) {
+                        Follows::Seen => {}
+                        Follows::Next => {
+                            deliver(&sink, &filter, &event, cursor, send_timeout).await?;
+                            cursor = event.seq;
+                        }
+                        Follows::Gap => break,
+                    },
                     Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => return Err(closed("shutdown", cursor, &"the event feed stopped")),
                 },
             }
         }
+    }
+}
+
+/// Where an event stands relative to the last cursor a subscription delivered.
+#[derive(Debug, PartialEq, Eq)]
+enum Follows {
+    /// At or before the cursor: already delivered.
+    Seen,
+    /// The cursor's successor: deliver it.
+    Next,
+    /// Further on: something in between is missing.
+    Gap,
+}
+
+fn follows(cursor: i64, seq: i64) -> Follows {
+    match seq.cmp(&cursor.saturating_add(1)) {
+        std::cmp::Ordering::Less => Follows::Seen,
+        std::cmp::Ordering::Equal => Follows::Next,
+        std::cmp::Ordering::Greater => Follows::Gap,
     }
 }
 
@@ -233,6 +269,23 @@ fn closed(reason: &str, cursor: i64, detail: &dyn std::fmt::Display) -> Subscrip
     }
 }
 
+/// The notification that ends a subscription whose next events were pruned before it read
+/// them: `1006 cursor_expired`, the cursor it reached and `oldest`, the oldest cursor that
+/// still resumes cleanly (as in the refusal of a `since` that is too old).
+fn cursor_expired(cursor: i64, oldest: i64) -> SubscriptionError {
+    let body = json!({
+        "code": 1006,
+        "reason": "cursor_expired",
+        "cursor": cursor.to_string(),
+        "oldest": oldest.to_string(),
+        "message": "events after the cursor were pruned before they were delivered",
+    });
+    match serde_json::value::to_raw_value(&body) {
+        Ok(raw) => SubscriptionError::from_json(raw),
+        Err(_) => SubscriptionError::from("cursor_expired"),
+    }
+}
+
 /// Counts a subscription in the open-subscriptions gauge while it lives.
 struct OpenSubscription(Arc<crate::metrics::Metrics>);
 
@@ -246,5 +299,20 @@ impl OpenSubscription {
 impl Drop for OpenSubscription {
     fn drop(&mut self) {
         self.0.subscription_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_successor_of_the_cursor_is_delivered() {
+        assert_eq!(follows(5, 4), Follows::Seen);
+        assert_eq!(follows(5, 5), Follows::Seen);
+        assert_eq!(follows(5, 6), Follows::Next);
+        assert_eq!(follows(5, 7), Follows::Gap);
+        assert_eq!(follows(0, 1), Follows::Next);
+        assert_eq!(follows(i64::MAX, i64::MAX), Follows::Seen);
     }
 }

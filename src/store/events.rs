@@ -3,10 +3,19 @@
 //! `outbox`, from which the sequencer (`feed.rs`) assigns cursors. They reference only bound
 //! parameters (`$now`, `$reason`, ...), never caller text.
 
-/// Emits a session event of kind `$kind` for the session row bound to `var` (e.g. `$s`).
+/// Emits a session event of kind `kind` for the session row bound to `var` (e.g. `$s`).
+///
+/// A session has one end, reported once. One already past its deadline at `$now` ended by
+/// expiring, so removing it (`session.delete`, `session.purge`, `client.delete`) reports
+/// `expired`, exactly as the scheduler would have; `deleted` and `purged` report the end of a
+/// live session only.
 pub(super) fn session_event(kind: &str, var: &str) -> String {
+    let kind = match kind {
+        "deleted" | "purged" => format!("(IF {var}.expires_at <= $now {{ 'expired' }} ELSE {{ '{kind}' }})"),
+        other => format!("'{other}'"),
+    };
     format!(
-        "CREATE outbox CONTENT {{ stream: 'session', kind: '{kind}', at: $now, ts: time::now(), session_id: {var}.session_id, \
+        "CREATE outbox CONTENT {{ stream: 'session', kind: {kind}, at: $now, ts: time::now(), session_id: {var}.session_id, \
          client_id: {var}.client_id, user_id: {var}.user_id, expires_at: {var}.expires_at }};"
     )
 }

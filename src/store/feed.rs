@@ -31,6 +31,14 @@ pub struct LogBounds {
     pub oldest: Option<i64>,
 }
 
+/// A page of the log and the head as of the same read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<EventRecord>,
+    /// The last cursor handed out when the page was read.
+    pub head: i64,
+}
+
 #[derive(Debug, Deserialize)]
 struct Pending {
     key: String,
@@ -38,9 +46,10 @@ struct Pending {
 
 impl Store {
     /// Moves up to `limit` outbox rows into the event log, giving them consecutive cursors in
-    /// the order they became visible (database time of the change breaks ties). Returns how
-    /// many were sequenced. Sequencers on several instances conflict on the sequencer record,
-    /// so cursors are never handed out twice.
+    /// the order they became visible; rows that became visible together are ordered by the
+    /// database's clock at the change (`ts`), so a change that committed before another began
+    /// comes first. Returns how many were sequenced. Sequencers on several instances conflict
+    /// on the sequencer record, so cursors are never handed out twice.
     pub async fn sequence_pending(&self, limit: usize, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.retrying(|| async {
             const READ: &str = "BEGIN; \
@@ -90,6 +99,19 @@ impl Store {
         take_all(&mut self.query(SQL, vars).await?, 0)
     }
 
+    /// Like [`Store::events_after`], together with the head of the log read in the same
+    /// transaction, so a reader can tell "nothing more was sequenced" from "what followed was
+    /// pruned".
+    pub async fn events_page(&self, after: i64, limit: usize) -> Result<EventPage, StoreError> {
+        const SQL: &str = "BEGIN; \
+            LET $events = (SELECT * FROM event WHERE seq > $after ORDER BY seq LIMIT $limit); \
+            RETURN { events: $events, head: ((SELECT VALUE next FROM ONLY sequencer:events) ?? 1) - 1 }; \
+            COMMIT;";
+        let vars = Vars::new().set("after", after).set("limit", limit as i64);
+        let page: Option<EventPage> = take_returned(&mut self.query(SQL, vars).await?)?;
+        page.ok_or_else(|| StoreError::Decode("no event page".into()))
+    }
+
     /// The newest cursor handed out and the oldest one still retained.
     pub async fn log_bounds(&self) -> Result<LogBounds, StoreError> {
         const SQL: &str = "BEGIN; RETURN { \
@@ -99,10 +121,18 @@ impl Store {
         bounds.ok_or_else(|| StoreError::Decode("no log bounds".into()))
     }
 
-    /// Drops up to `limit` events sequenced before `before`; returns how many.
+    /// Drops the oldest events, at most `limit`, that were sequenced before `before`, stopping
+    /// at the first one that was not. What is dropped is always a prefix of the log, decided
+    /// once (the cut-off cursor) in the transaction that deletes below it: the events kept are
+    /// consecutive cursors up to the head whichever instance prunes and whatever its clock
+    /// says, and an event stamped late by a slow clock can hold back pruning but never leaves a
+    /// hole. Returns how many were dropped.
     pub async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
         const SQL: &str = "BEGIN; \
-            LET $old = (SELECT VALUE id FROM event WHERE sequenced_at < $before ORDER BY sequenced_at LIMIT $limit); \
+            LET $rows = (SELECT id, seq, sequenced_at FROM event ORDER BY seq LIMIT $limit); \
+            LET $kept = (SELECT VALUE seq FROM $rows WHERE sequenced_at >= $before); \
+            LET $cut = IF array::len($kept) > 0 { array::min($kept) } ELSE { (array::max($rows.seq) ?? 0) + 1 }; \
+            LET $old = (SELECT VALUE id FROM $rows WHERE seq < $cut); \
             DELETE $old; \
             RETURN array::len($old); \
             COMMIT;";

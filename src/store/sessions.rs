@@ -145,16 +145,16 @@ impl Store {
     }
 
     /// `session.delete`: removes a session; `true` (and a `deleted` event) if it was live. An
-    /// expired one is removed with an `expired` event and reported as not deleted.
+    /// expired one is removed with an `expired` event (see [`session_event`]) and reported as
+    /// not deleted.
     pub async fn session_delete(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let sql = format!(
             "BEGIN; \
              LET $s = (DELETE ONLY $rid RETURN BEFORE); \
-             IF $s != NONE AND $s.expires_at > $now {{ {deleted} }} ELSE IF $s != NONE {{ {expired} }}; \
+             IF $s != NONE {{ {removed} }}; \
              RETURN $s != NONE AND $s.expires_at > $now; \
              COMMIT;",
-            deleted = session_event("deleted", "$s"),
-            expired = session_event("expired", "$s"),
+            removed = session_event("deleted", "$s"),
         );
         let vars = Vars::new().set("rid", record("session", id)).set("now", now);
         let deleted: Option<bool> =
@@ -183,7 +183,7 @@ impl Store {
     }
 
     /// `session.purge`: removes matching sessions (with no filter, every expired one), one
-    /// `purged` event each.
+    /// event each: `purged` for a live session, `expired` for one already past its deadline.
     pub async fn session_purge(&self, filter: &SessionFilter, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut conditions = filter.conditions();
         if conditions.is_empty() {

@@ -3,6 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use authstore::background::Timings;
 use authstore::clock::Clock;
 use authstore::rpc::api::{ClientApiClient, SessionApiClient, TokenApiClient};
 use authstore::types::*;
@@ -192,5 +193,160 @@ async fn rotation_inside_the_grace_window_across_skewed_instances_leaves_one_act
         .unwrap();
         assert_eq!(active.items.len(), 1, "round {round}: a family has exactly one active token");
         assert!(issued.iter().any(|t| t.token_id == active.items[0].token_id), "round {round}: survivor handed out");
+
+/// Every session event retained after `since`, read by replay until a quiet second.
+async fn replayed(client: &WsClient, since: &str) -> Vec<SessionEvent> {
+    let params = Subscribe { since: Some(since.into()), ..Default::default() };
+    let mut sub = SessionApiClient::subscribe_events(client, params.into()).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+        events.push(event.expect("event decodes"));
+    }
+    events
+}
+
+/// One `deleted` event, caused (and so sequenced, and stamped with its clock) by `app`.
+async fn one_event(app: &TestApp, id: &str) {
+    let put = SessionPut {
+        id: Some(id.into()),
+        client_id: "app".into(),
+        redirect_uri: REDIRECT.into(),
+        ..Default::default()
+    };
+    app.client.put(put.into()).await.unwrap();
+    SessionApiClient::delete(&app.client, SessionRef { id: id.into() }.into()).await.unwrap();
+}
+
+// Two instances on one database whose clocks are 1000 s apart, each sequencing its own events
+// (no polling for the other's) and pruning every 50 ms with a 60 s retention. Event 2 is
+// stamped by the slow clock, so the fast instance sees it as old while events 1 and 3 are
+// fresh. Pruning by each event's stamp would cut event 2 out of the middle of the log; pruning
+// by cursor keeps the log a run of consecutive cursors up to the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_whose_clocks_differ_prune_only_a_prefix_of_the_log() {
+    let backend = Backend::remote();
+    let options = |backend: Backend| Options {
+        backend,
+        timings: Timings {
+            expiry_tick: Duration::from_secs(3600),
+            poll: Duration::from_secs(3600),
+            retention: Duration::from_secs(60),
+            prune_every: Duration::from_millis(50),
+        },
+        ..Options::default()
+    };
+    let fast = TestApp::spawn_with(options(backend.clone())).await;
+    let slow = TestApp::spawn_with(options(backend)).await;
+    fast.register_client("app").await;
+    fast.advance(1000);
+
+    one_event(&fast, "e1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    one_event(&slow, "e2").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    one_event(&fast, "e3").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // several pruning passes on both
+
+    for (name, app) in [("fast", &fast), ("slow", &slow)] {
+        let cursors: Vec<(String, String)> =
+            replayed(&app.client, "0").await.into_iter().map(|e| (e.cursor, e.session_id)).collect();
+        let expected = [("1", "e1"), ("2", "e2"), ("3", "e3")].map(|(c, s)| (c.to_string(), s.to_string()));
+        assert_eq!(cursors, expected, "{name} replays the whole log, without a hole");
+    }
+
+    // Past retention on the fast clock: it prunes everything; both instances agree.
+    fast.advance(61);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = authstore::rpc::api::ServerApiClient::stats(&slow.client).await.unwrap();
+        if stats.events_retained == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} events left", stats.events_retained);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for app in [&fast, &slow] {
+        let refused = SessionApiClient::subscribe_events(
+            &app.client,
+            Subscribe { since: Some("0".into()), ..Default::default() }.into(),
+        )
+        .await;
+        assert_eq!(crate::support::error_of(refused).0, 1006);
+    }
+    one_event(&fast, "e4").await;
+    for app in [&fast, &slow] {
+        let rest: Vec<String> = replayed(&app.client, "3").await.into_iter().map(|e| e.session_id).collect();
+        assert_eq!(rest, ["e4"]);
+    }
+}
+
+async fn rotate(client: &WsClient, token: String) -> Result<IssuedToken, jsonrpsee::core::client::Error> {
+    TokenApiClient::rotate(client, TokenRotate { token, client_id: "app".into(), ..Default::default() }.into()).await
+}
+
+// The order a subscriber can rely on: changes to one token family conflict on the family
+// record, so they commit one after another, and their events come in that order, whichever
+// instance made them, while other families change at the same moment. Each round runs two
+// families side by side: every step rotates both at once, each through a different instance
+// (alternating), then both are revoked at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_familys_events_follow_the_order_its_changes_committed_across_instances() {
+    const ROUNDS: usize = 20;
+    const STEPS: usize = 3;
+    let database = format!("i{}", authstore::secret::generate_id().replace(['-', '_'], "x"));
+    let a = Instance::start(&database);
+    let b = Instance::start(&database);
+    let (client_a, client_b) = (a.connect().await, b.connect().await);
+    client_a.register(crate::support::public_client("app").into()).await.unwrap();
+    let via = |n: usize| if n.is_multiple_of(2) { &client_a } else { &client_b };
+
+    let mut expected: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for round in 0..ROUNDS {
+        let issue = |user: String| TokenIssue { client_id: "app".into(), user_id: user, ..Default::default() };
+        let mut tokens = [
+            TokenApiClient::issue(&client_a, issue(format!("r{round}-x")).into()).await.unwrap(),
+            TokenApiClient::issue(&client_b, issue(format!("r{round}-y")).into()).await.unwrap(),
+        ];
+        let mut events: [Vec<(String, String)>; 2] = [Vec::new(), Vec::new()];
+        let grants = tokens.clone().map(|t| t.grant_id);
+        for step in 0..STEPS {
+            let (x, y) = tokio::join!(
+                rotate(via(step), tokens[0].token.clone()),
+                rotate(via(step + 1), tokens[1].token.clone())
+            );
+            for (i, next) in [x, y].into_iter().enumerate() {
+                events[i].push(("rotated".to_string(), tokens[i].token_id.clone()));
+                tokens[i] = next.unwrap_or_else(|e| panic!("round {round} step {step}: {e}"));
+            }
+        }
+        let revoke = |t: &IssuedToken| TokenRevoke { token: Some(t.token.clone()), ..Default::default() };
+        let (x, y) = tokio::join!(
+            TokenApiClient::revoke(via(round + 1), revoke(&tokens[0]).into()),
+            TokenApiClient::revoke(via(round), revoke(&tokens[1]).into())
+        );
+        x.unwrap();
+        y.unwrap();
+        for (i, grant) in grants.into_iter().enumerate() {
+            events[i].push(("revoked".to_string(), tokens[i].token_id.clone()));
+            expected.push((grant, std::mem::take(&mut events[i])));
+        }
+    }
+
+    for (name, client) in [("A", &client_a), ("B", &client_b)] {
+        let params = Subscribe { since: Some("0".into()), ..Default::default() };
+        let mut sub = TokenApiClient::subscribe_events(client, params.into()).await.unwrap();
+        let mut log = Vec::new();
+        while log.len() < ROUNDS * 2 * (STEPS + 1) {
+            let event =
+                tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("events").unwrap().unwrap();
+            log.push(event);
+        }
+        let cursors: Vec<i64> = log.iter().map(|e| e.cursor.parse().unwrap()).collect();
+        assert!(cursors.windows(2).all(|w| w[1] == w[0] + 1), "{name}: consecutive cursors {cursors:?}");
+        for (grant, events) in &expected {
+            let got: Vec<(String, String)> =
+                log.iter().filter(|e| &e.grant_id == grant).map(|e| (e.kind.clone(), e.token_id.clone())).collect();
+            assert_eq!(&got, events, "{name}: family {grant} in commit order");
+        }
     }
 }

@@ -225,3 +225,194 @@ async fn filters_select_by_kind_client_and_user_and_unsubscribe_ends_the_stream(
     assert_eq!(take(&mut only_other, 1).await[0].token_id, other.token_id);
     only_bob.unsubscribe().await.expect("token.unsubscribe");
 }
+
+// === Pruning while a subscriber reads: closed with cursor_expired, never a silent jump ===
+
+/// An app that prunes events older than a minute every 50 ms, with small per-connection
+/// buffers and a patient send timeout, so a subscriber that does not read holds its replay
+/// still (partway through the first page) without being closed as slow.
+async fn pruning_app() -> TestApp {
+    let app = TestApp::spawn_with(Options {
+        backend: backend(),
+        timings: Timings {
+            expiry_tick: Duration::from_secs(3600),
+            retention: Duration::from_secs(60),
+            prune_every: Duration::from_millis(50),
+            ..Timings::default()
+        },
+        subscriber_send_timeout: Duration::from_secs(60),
+        connection_buffer: 16,
+        socket_send_buffer: Some(8192),
+        ..Options::default()
+    })
+    .await;
+    app.register_client("app").await;
+    app
+}
+
+/// `n` `purged` events in one purge, for sessions of `user`.
+async fn purged_events(app: &TestApp, user: &str, n: usize) {
+    for i in 0..n {
+        let put = SessionPut { user_id: Some(user.into()), ..session(&format!("{user}-{i:04}"), None) };
+        app.client.put(put.into()).await.unwrap();
+    }
+    let purged = app.client.purge(SessionPurge { user_id: Some(user.into()), ..Default::default() }.into()).await;
+    assert_eq!(purged.unwrap().purged as usize, n);
+}
+
+/// Waits until the log holds exactly `n` events.
+async fn retained(app: &TestApp, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = authstore::rpc::api::ServerApiClient::stats(&app.client).await.unwrap();
+        if stats.events_retained == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} events retained, waiting for {n}", stats.events_retained);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+type RawSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A `session.subscribe` from `since` on a raw socket with a tiny receive buffer that reads
+/// nothing after the confirmation: the server's replay soon blocks on it.
+async fn stalled_subscriber(app: &TestApp, since: &str) -> RawSocket {
+    use futures::{SinkExt, StreamExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(app.ws_url(), stream).await.unwrap();
+    let subscribe =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"session.subscribe","params":{{"since":"{since}"}}}}"#);
+    ws.send(tokio_tungstenite::tungstenite::Message::text(subscribe)).await.unwrap();
+    loop {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = ws.next().await.unwrap().unwrap() {
+            assert!(text.contains("\"result\""), "{text}");
+            break ws;
+        }
+    }
+}
+
+/// Reads the subscription to its closing notice, checking as it goes that every cursor is
+/// the previous one + 1 (starting after `since`). Returns the cursors and the notice.
+async fn read_to_close(ws: &mut RawSocket, since: i64) -> (Vec<i64>, serde_json::Value) {
+    use futures::StreamExt;
+    let mut cursors = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap_or_else(|_| {
+            panic!("no closing notice after cursor {:?} ({} delivered)", cursors.last(), cursors.len())
+        });
+        let tokio_tungstenite::tungstenite::Message::Text(text) = frame.expect("socket open").unwrap() else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if let Some(error) = value["params"].get("error") {
+            return (cursors, error.clone());
+        }
+        let cursor: i64 = value["params"]["result"]["cursor"].as_str().unwrap().parse().unwrap();
+        let previous = cursors.last().copied().unwrap_or(since);
+        assert_eq!(cursor, previous + 1, "a gap: cursor {cursor} delivered right after {previous}");
+        cursors.push(cursor);
+    }
+}
+
+// The subscriber is stalled inside its first replay page (cursors 1..=256) when the pruner
+// drops 1..=300; the next page would start at 301.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pruning_between_replay_pages_closes_the_subscription_with_cursor_expired() {
+    let app = pruning_app().await;
+    purged_events(&app, "old", 300).await;
+    retained(&app, 300).await; // sequenced (and stamped) before the clock moves
+    app.advance(30);
+    purged_events(&app, "new", 100).await;
+    retained(&app, 400).await;
+
+    let mut stalled = stalled_subscriber(&app, "0").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // the replay blocks on the socket
+    app.advance(31); // cursors 1..=300 are now past retention, 301..=400 are not
+    retained(&app, 100).await;
+
+    let (cursors, closing) = read_to_close(&mut stalled, 0).await;
+    assert_eq!(closing["reason"], "cursor_expired", "{closing}");
+    assert_eq!(closing["code"], 1006, "{closing}");
+    let last = cursors.last().copied().unwrap_or(0);
+    assert_eq!(closing["cursor"], last.to_string(), "the cursor reached: {closing}");
+    assert!(last < 300, "the subscriber was stopped at the hole, not after it: {last}");
+    assert_eq!(closing["oldest"], "300", "{closing}");
+
+    // Resuming from `oldest` delivers the rest, from 301 on.
+    let mut resumed = session_events(&app.client, since("300")).await;
+    let rest = take(&mut resumed, 100).await;
+    let rest: Vec<i64> = rest.iter().map(|e| e.cursor.parse().unwrap()).collect();
+    assert_eq!(rest, (301..=400).collect::<Vec<_>>());
+}
+
+// Everything after the subscriber's first page is pruned and nothing new is written: the
+// replay's last page is empty, and the handover to the live feed notices that the head is
+// ahead of the cursor instead of waiting for the next event and jumping to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pruning_before_the_handover_to_live_closes_the_subscription_with_cursor_expired() {
+    let app = pruning_app().await;
+    purged_events(&app, "old", 300).await;
+    retained(&app, 300).await;
+
+    let mut stalled = stalled_subscriber(&app, "0").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.advance(61);
+    retained(&app, 0).await;
+
+    let (cursors, closing) = read_to_close(&mut stalled, 0).await;
+    assert_eq!((closing["reason"].as_str(), closing["code"].as_i64()), (Some("cursor_expired"), Some(1006)));
+    assert_eq!(closing["cursor"], cursors.last().copied().unwrap_or(0).to_string(), "{closing}");
+    assert_eq!(closing["oldest"], "300", "{closing}");
+
+    let refused = SessionApiClient::subscribe_events(&app.client, since("0").into()).await;
+    assert_eq!(error_of(refused).0, 1006);
+    let mut resumed = session_events(&app.client, since("300")).await;
+    c_put_delete(&app, "late").await;
+    assert_eq!(take(&mut resumed, 1).await[0].cursor, "301");
+}
+
+async fn c_put_delete(app: &TestApp, id: &str) {
+    app.client.put(session(id, None).into()).await.unwrap();
+    SessionApiClient::delete(&app.client, SessionRef { id: id.into() }.into()).await.unwrap();
+}
+
+// === Which event ends a session ===
+
+// A session past its deadline has already ended by expiring: whoever removes it, its one
+// event is `expired`. `deleted` and `purged` report the end of a live session.
+#[tokio::test]
+async fn removing_a_session_past_its_deadline_reports_expired_whoever_removes_it() {
+    let app = TestApp::spawn_on(backend()).await;
+    app.register_client("app").await;
+    let c = &app.client;
+    let put = |id: &str, user: &str, ttl: Option<u64>| SessionPut { user_id: Some(user.into()), ..session(id, ttl) };
+    c.put(put("carol-old", "carol", Some(5)).into()).await.unwrap();
+    c.put(put("carol-live", "carol", None).into()).await.unwrap();
+    c.put(put("dave-old", "dave", Some(5)).into()).await.unwrap();
+    c.put(put("erin-old", "erin", Some(5)).into()).await.unwrap();
+    c.put(put("erin-live", "erin", None).into()).await.unwrap();
+    app.advance(6); // the scheduler is idle: the three short sessions are expired, not swept
+
+    let by_user = c.purge(SessionPurge { user_id: Some("carol".into()), ..Default::default() }.into()).await.unwrap();
+    assert_eq!(by_user.purged, 2, "the count is every session removed");
+    let deleted = SessionApiClient::delete(c, SessionRef { id: "dave-old".into() }.into()).await.unwrap();
+    assert!(!deleted.deleted);
+    let no_filter = c.purge(SessionPurge::default().into()).await.unwrap();
+    assert_eq!(no_filter.purged, 1, "no filter: the expired one");
+    SessionApiClient::delete(c, SessionRef { id: "erin-live".into() }.into()).await.unwrap();
+
+    let events = take(&mut session_events(c, since("0")).await, 5).await;
+    let mut got: Vec<(String, String)> = events.into_iter().map(|e| (e.session_id, e.kind)).collect();
+    got.sort();
+    let expected = [
+        ("carol-live", "purged"),
+        ("carol-old", "expired"),
+        ("dave-old", "expired"),
+        ("erin-live", "deleted"),
+        ("erin-old", "expired"),
+    ];
+    assert_eq!(got, expected.map(|(s, k)| (s.to_string(), k.to_string())));
+}
