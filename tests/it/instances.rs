@@ -193,6 +193,8 @@ async fn rotation_inside_the_grace_window_across_skewed_instances_leaves_one_act
         .unwrap();
         assert_eq!(active.items.len(), 1, "round {round}: a family has exactly one active token");
         assert!(issued.iter().any(|t| t.token_id == active.items[0].token_id), "round {round}: survivor handed out");
+    }
+}
 
 /// Every session event retained after `since`, read by replay until a quiet second.
 async fn replayed(client: &WsClient, since: &str) -> Vec<SessionEvent> {
