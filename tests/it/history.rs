@@ -119,8 +119,10 @@ async fn history_across_sigkill_restarts_is_explainable() {
     workload.setup(&endpoints).await.expect("setup");
     let mut feeds = workload.start_feeds(&endpoints);
     feeds.ready().await;
-    let phase = seconds() / PHASES;
+    let phase = (seconds() / PHASES).max(Duration::from_millis(1500));
     for _ in 0..PHASES {
+        // Each phase starts once the (re)started server answers.
+        authstore::bench::history::connect_retry(&endpoints[0], None, Duration::from_secs(120)).await.expect("up");
         // The kill lands while the load is running: calls in flight end unknown.
         let load = workload.phase(&endpoints, phase);
         let kill = async {

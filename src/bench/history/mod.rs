@@ -14,6 +14,7 @@
 //! two instances, SIGKILL restarts) and from `authstore soak --history`.
 
 pub mod check;
+pub mod soak;
 pub mod wgl;
 mod workload;
 
@@ -176,6 +177,10 @@ pub async fn run_once(endpoints: Vec<String>, config: WorkloadConfig, duration: 
     let mut feeds = workload.start_feeds(&endpoints);
     feeds.ready().await;
     workload.phase(&endpoints, duration).await;
+    let started = Instant::now();
+    while workload.races() < workload.config.min_races && started.elapsed() < duration * 3 {
+        workload.phase(&endpoints, Duration::from_secs(1)).await;
+    }
     workload.sweep(&endpoints).await;
     let feeds = feeds.finish().await;
     Ok(check(&workload.history(feeds)))

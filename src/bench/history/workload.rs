@@ -38,6 +38,9 @@ pub struct WorkloadConfig {
     pub seed: u64,
     /// Subscribe to both event streams on every endpoint.
     pub feeds: bool,
+    /// [`super::run_once`] keeps the load going (up to four times the duration asked) until
+    /// this many races of two or more callers on one code or token have run.
+    pub min_races: u64,
 }
 
 impl Default for WorkloadConfig {
@@ -53,6 +56,7 @@ impl Default for WorkloadConfig {
             grace_secs: 0,
             seed: u64::from_le_bytes(bytes),
             feeds: true,
+            min_races: 20,
         }
     }
 }
@@ -109,6 +113,7 @@ pub struct Workload {
     recorder: Recorder,
     keys: Arc<Mutex<Keys>>,
     counter: AtomicU64,
+    races: AtomicU64,
     conns: Mutex<Vec<Option<Arc<WsClient>>>>,
 }
 
@@ -129,11 +134,17 @@ impl Workload {
             recorder: Recorder::default(),
             keys: Arc::new(Mutex::new(keys)),
             counter: AtomicU64::new(0),
+            races: AtomicU64::new(0),
         })
     }
 
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
+    }
+
+    /// Races of two or more callers run so far.
+    pub fn races(&self) -> u64 {
+        self.races.load(Ordering::Relaxed)
     }
 
     pub fn stable_client(&self) -> String {
@@ -344,6 +355,9 @@ impl Workload {
         if racers.is_empty() {
             return false;
         }
+        if racers.len() > 1 {
+            self.races.fetch_add(1, Ordering::Relaxed);
+        }
         let calls = racers.iter().map(|(i, c)| {
             let verifier = if rng.chance(12) { WRONG_VERIFIER } else { VERIFIER };
             let params =
@@ -439,6 +453,9 @@ impl Workload {
         let racers = self.racers(k, rng, endpoints).await;
         if racers.is_empty() {
             return false;
+        }
+        if racers.len() > 1 {
+            self.races.fetch_add(1, Ordering::Relaxed);
         }
         let calls: Vec<_> = racers
             .iter()
