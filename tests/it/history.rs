@@ -1,9 +1,10 @@
 //! History checking (Jepsen/Elle, Porcupine style): many connections run random operations on
 //! a tiny key space, with 2-way and wider races on one code or token, while subscribers record
 //! both event streams; the checker in `authstore::bench::history` then asserts that the history
-//! is explainable by the contract's sequential rules. Four deployments:
+//! is explainable by the contract's sequential rules. Five deployments:
 //! in-process on `mem://`, on a real SurrealDB server, two `authstore serve` processes sharing
-//! one SurrealDB server, and one SurrealKV process killed with SIGKILL between phases.
+//! one SurrealDB server, one `authstore serve` on embedded SurrealKV, and the same killed with
+//! SIGKILL between phases.
 //!
 //! `HISTORY_SECS` (default 4) sets the load time per mode.
 
@@ -105,6 +106,17 @@ async fn history_across_two_instances_on_one_server_is_explainable() {
     }
     let report = run_once(endpoints, config(), seconds()).await.expect("workload");
     assert_clean("two instances", &report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_on_embedded_surrealkv_is_explainable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let _process = serve_surrealkv(&dir.path().join("db"), port);
+    let endpoints = vec![format!("ws://127.0.0.1:{port}")];
+    authstore::bench::history::connect_retry(&endpoints[0], None, Duration::from_secs(120)).await.expect("up");
+    let report = run_once(endpoints, config(), seconds()).await.expect("workload");
+    assert_clean("surrealkv", &report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -56,7 +56,7 @@ impl Default for WorkloadConfig {
             grace_secs: 0,
             seed: u64::from_le_bytes(bytes),
             feeds: true,
-            min_races: 20,
+            min_races: 40,
         }
     }
 }
