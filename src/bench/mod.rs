@@ -2,6 +2,7 @@
 //! N connections × M calls in flight, and Redis with the same tool at the same concurrency,
 //! then prints throughput, latency percentiles and ratios to the baselines.
 
+pub mod history;
 mod raw;
 mod resp;
 pub mod scale;

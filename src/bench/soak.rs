@@ -34,6 +34,8 @@ pub struct SoakArgs {
     /// also land during start-up (recovery of the previous crash).
     #[arg(long)]
     pub kill_during_startup: bool,
+    #[command(flatten)]
+    pub history: super::history::soak::HistoryArgs,
 }
 
 /// Everything the load was told succeeded.
@@ -151,6 +153,9 @@ async fn load(kind: usize, cycle: usize, port: u16, shared: Shared) {
 }
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
+    if args.history.history {
+        return super::history::soak::run(&args.history, args.port, args.dir).await;
+    }
     let exe = std::env::current_exe().context("finding the authstore binary")?;
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("authstore-soak-{}", crate::secret::generate_id().replace(['-', '_'], "x")))

@@ -11,6 +11,7 @@ mod discover;
 mod durability;
 mod errors;
 mod fuzz;
+mod history;
 mod instances;
 mod mem;
 mod operations;
