@@ -123,7 +123,7 @@ async fn two_instances_on_one_server_share_every_event_and_expire_each_record_on
 }
 
 /// Rounds of each race through two instances (each round is a few remote round trips).
-const SKEWED_ROUNDS: usize = 40;
+const SKEWED_ROUNDS: usize = 20;
 
 /// Two in-process instances on one database of the shared SurrealDB server, the second's
 /// clock `skew_secs` behind the first's.

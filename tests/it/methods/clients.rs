@@ -230,7 +230,7 @@ async fn list_pages_through_clients() {
 }
 
 /// Rounds of each client.delete race.
-const DELETE_RACES: usize = 100;
+const DELETE_RACES: usize = 50;
 
 async fn delete_client(client: &jsonrpsee::ws_client::WsClient, client_id: &str) -> bool {
     ClientApiClient::delete(client, ClientRef { client_id: client_id.into() }.into())
