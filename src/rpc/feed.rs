@@ -232,10 +232,12 @@ enum Follows {
 }
 
 fn follows(cursor: i64, seq: i64) -> Follows {
-    match seq.cmp(&cursor.saturating_add(1)) {
-        std::cmp::Ordering::Less => Follows::Seen,
-        std::cmp::Ordering::Equal => Follows::Next,
-        std::cmp::Ordering::Greater => Follows::Gap,
+    if seq <= cursor {
+        Follows::Seen
+    } else if seq - cursor == 1 {
+        Follows::Next
+    } else {
+        Follows::Gap
     }
 }
 
