@@ -234,7 +234,7 @@ enum Follows {
 fn follows(cursor: i64, seq: i64) -> Follows {
     if seq <= cursor {
         Follows::Seen
-    } else if cursor.checked_add(1) == Some(seq) {
+    } else if seq - cursor == 1 {
         Follows::Next
     } else {
         Follows::Gap
