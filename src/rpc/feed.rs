@@ -234,7 +234,7 @@ enum Follows {
 fn follows(cursor: i64, seq: i64) -> Follows {
     if seq <= cursor {
         Follows::Seen
-    } else if seq - cursor == 1 {
+    } else if seq.checked_sub(cursor) == Some(1) {
         Follows::Next
     } else {
         Follows::Gap
