@@ -145,6 +145,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_SOCKET_SEND_BUFFER")]
     pub socket_send_buffer: Option<u32>,
 
+    /// Milliseconds one round trip to the database may take. A call that needs longer, or
+    /// that finds the database unreachable, answers 1005 instead of waiting.
+    #[arg(long, env = "AUTHSTORE_DB_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_timeout_ms: u64,
+
     /// Seconds to wait, on SIGTERM or SIGINT, for calls in flight and connections to finish.
     #[arg(long, env = "AUTHSTORE_SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
@@ -173,6 +178,8 @@ pub struct Config {
     /// WebSocket ping interval and inactivity limit; `None` disables pings.
     pub ws_ping: Option<(Duration, Duration)>,
     pub shutdown_timeout: Duration,
+    /// The bound on one round trip to the database.
+    pub db_timeout: Duration,
 }
 
 impl Config {
@@ -200,6 +207,7 @@ impl Config {
             max_in_flight_per_connection: 256,
             ws_ping: Some((Duration::from_secs(30), Duration::from_secs(90))),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            db_timeout: crate::store::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -267,6 +275,7 @@ impl TryFrom<&ServeArgs> for Config {
                 (Duration::from_secs(args.ws_ping_interval_secs), Duration::from_secs(args.ws_inactivity_secs.max(1)))
             }),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            db_timeout: Duration::from_millis(args.db_timeout_ms.max(1)),
         })
     }
 }

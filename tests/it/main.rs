@@ -14,6 +14,7 @@ mod fuzz;
 mod instances;
 mod mem;
 mod operations;
+mod outage;
 mod process;
 mod remote;
 mod scheduler;
