@@ -184,9 +184,9 @@ struct Recorded {
 /// Answers from a committed batch's results.
 fn answers(recorded: Option<Recorded>, jobs: usize) -> Outcome {
     match recorded.map(|r| r.results) {
-        Some(list) if list.len() == jobs => Outcome::Committed(
-            list.into_iter().map(|v| if v.is_null() { None } else { Some(v) }).collect(),
-        ),
+        Some(list) if list.len() == jobs => {
+            Outcome::Committed(list.into_iter().map(|v| if v.is_null() { None } else { Some(v) }).collect())
+        }
         // Committed, but the answer is unreadable: the caller cannot be told what happened.
         _ => {
             tracing::error!(jobs, "a committed write batch returned an unexpected answer");

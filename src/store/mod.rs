@@ -205,7 +205,8 @@ impl Store {
         let mut store =
             Store { db, kind: config.location.kind(), outbox_written: Arc::new(Notify::new()), queues: None, health };
         schema::apply(&store).await?;
-        store.health = Arc::new(Health { timeout: timeout.max(Duration::from_millis(1)), down: AtomicBool::new(false) });
+        store.health =
+            Arc::new(Health { timeout: timeout.max(Duration::from_millis(1)), down: AtomicBool::new(false) });
         store.queues = Some(batch::Queues::start(&store));
         Ok(store)
     }

@@ -216,7 +216,10 @@ async fn a_code_burn_whose_commit_answer_is_lost_is_not_replayed_as_a_code_repla
             // Told that nothing was changed, a client may simply try again.
             answer = CodeApiClient::consume(&app.client, params.into()).await;
         }
-        eprintln!("round {round}: code.consume answered {:?}", answer.as_ref().map(|_| "the code").map_err(|_| failure(&answer)));
+        eprintln!(
+            "round {round}: code.consume answered {:?}",
+            answer.as_ref().map(|_| "the code").map_err(|_| failure(&answer))
+        );
         match &answer {
             Ok(consumed) => assert_eq!(consumed.grant_id, code.grant_id, "round {round}"),
             other => assert_eq!(
@@ -266,12 +269,16 @@ async fn a_session_put_whose_commit_answer_is_lost_applies_once() {
         if says_unchanged(&answer) {
             answer = app.client.put(put(&marker).into()).await;
         }
-        eprintln!("round {round}: session.put answered {:?}", answer.as_ref().map(|_| "the session").map_err(|_| failure(&answer)));
+        eprintln!(
+            "round {round}: session.put answered {:?}",
+            answer.as_ref().map(|_| "the session").map_err(|_| failure(&answer))
+        );
         match &answer {
             Ok(session) => assert_eq!(session.state.as_deref(), Some(marker.as_str())),
             other => assert_eq!(failure(other), Some((1005, "storage".into(), Some("unknown".into())))),
         }
-        let mut rows = db.query("SELECT VALUE rev FROM ONLY type::record('session', $id)").bind(("id", id)).await.unwrap();
+        let mut rows =
+            db.query("SELECT VALUE rev FROM ONLY type::record('session', $id)").bind(("id", id)).await.unwrap();
         let rev: Option<i64> = rows.take(0).unwrap();
         assert_eq!(rev, Some(2), "round {round}: two puts, two revisions");
     }
@@ -398,16 +405,16 @@ async fn a_database_outage_fails_calls_fast_is_logged_once_and_does_not_hold_shu
     }
     clients[0].register(public_client("app").into()).await.unwrap();
     for (instance, client) in instances.iter().zip(&clients) {
-        until_ok(Duration::from_secs(120), || ClientApiClient::get(client, ClientRef { client_id: "app".into() }.into()))
-            .await;
+        until_ok(Duration::from_secs(120), || {
+            ClientApiClient::get(client, ClientRef { client_id: "app".into() }.into())
+        })
+        .await;
         assert_eq!(instance.ready().await.0, Some(200));
     }
 
     let logged_before: Vec<usize> = instances.iter().map(|i| i.log.lock().unwrap().len()).collect();
-    let before: Vec<(usize, usize)> = instances
-        .iter()
-        .map(|i| (i.lines_with(OUTAGE), i.lines_with(RECOVERY)))
-        .collect();
+    let before: Vec<(usize, usize)> =
+        instances.iter().map(|i| (i.lines_with(OUTAGE), i.lines_with(RECOVERY))).collect();
     proxy.stop();
     let bound = Duration::from_millis(DB_TIMEOUT_MS) + Duration::from_secs(5);
     for round in 0..3 {
@@ -453,8 +460,10 @@ async fn a_database_outage_fails_calls_fast_is_logged_once_and_does_not_hold_shu
 
     proxy.resume();
     for (instance, client) in instances.iter().zip(&clients) {
-        until_ok(Duration::from_secs(120), || ClientApiClient::get(client, ClientRef { client_id: "app".into() }.into()))
-            .await;
+        until_ok(Duration::from_secs(120), || {
+            ClientApiClient::get(client, ClientRef { client_id: "app".into() }.into())
+        })
+        .await;
         let put = SessionPut {
             id: Some(format!("after-{}", instance.port)),
             client_id: "app".into(),
@@ -480,8 +489,10 @@ async fn a_database_outage_fails_calls_fast_is_logged_once_and_does_not_hold_shu
     }
     for (instance, from) in instances.iter().zip(logged_before) {
         let log = instance.log.lock().unwrap();
-        let warnings: Vec<&String> =
-            log[from..].iter().filter(|l| l.contains("WARN") && l.contains("authstore") && !l.contains(OUTAGE)).collect();
+        let warnings: Vec<&String> = log[from..]
+            .iter()
+            .filter(|l| l.contains("WARN") && l.contains("authstore") && !l.contains(OUTAGE))
+            .collect();
         assert!(warnings.is_empty(), "nothing else warns per call or per pass: {warnings:#?}");
     }
 
