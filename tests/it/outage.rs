@@ -260,7 +260,14 @@ async fn a_session_put_whose_commit_answer_is_lost_applies_once() {
             state: Some(state.into()),
             ..Default::default()
         };
-        app.client.put(put("first").into()).await.unwrap();
+        // On a loaded machine even this put can fail; what counts is that the cut one applies once.
+        let _ = until_ok(Duration::from_secs(120), || app.client.put(put("first").into())).await;
+        let rev = |db: surrealdb::Surreal<surrealdb::engine::any::Any>, id: String| async move {
+            let mut rows =
+                db.query("SELECT VALUE rev FROM ONLY type::record('session', $id)").bind(("id", id)).await.unwrap();
+            rows.take::<Option<i64>>(0).unwrap()
+        };
+        let before = rev(db.clone(), id.clone()).await.expect("the session exists");
         let marker = format!("second-{}", authstore::secret::generate_id());
         proxy.cut_on(marker.as_bytes());
         let cuts = proxy.cuts();
@@ -277,10 +284,11 @@ async fn a_session_put_whose_commit_answer_is_lost_applies_once() {
             Ok(session) => assert_eq!(session.state.as_deref(), Some(marker.as_str())),
             other => assert_eq!(failure(other), Some((1005, "storage".into(), Some("unknown".into())))),
         }
-        let mut rows =
-            db.query("SELECT VALUE rev FROM ONLY type::record('session', $id)").bind(("id", id)).await.unwrap();
-        let rev: Option<i64> = rows.take(0).unwrap();
-        assert_eq!(rev, Some(2), "round {round}: two puts, two revisions");
+        assert_eq!(
+            rev(db.clone(), id.clone()).await,
+            Some(before + 1),
+            "round {round}: one more put, one more revision"
+        );
     }
 }
 
@@ -409,7 +417,11 @@ async fn a_database_outage_fails_calls_fast_is_logged_once_and_does_not_hold_shu
             ClientApiClient::get(client, ClientRef { client_id: "app".into() }.into())
         })
         .await;
-        assert_eq!(instance.ready().await.0, Some(200));
+        let started = Instant::now();
+        while instance.ready().await.0 != Some(200) {
+            assert!(started.elapsed() < Duration::from_secs(120), "/ready never answered 200");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     let logged_before: Vec<usize> = instances.iter().map(|i| i.log.lock().unwrap().len()).collect();
@@ -471,7 +483,11 @@ async fn a_database_outage_fails_calls_fast_is_logged_once_and_does_not_hold_shu
             ..Default::default()
         };
         client.put(put.into()).await.expect("writes work again");
-        assert_eq!(instance.ready().await.0, Some(200));
+        let started = Instant::now();
+        while instance.ready().await.0 != Some(200) {
+            assert!(started.elapsed() < Duration::from_secs(120), "/ready never answered 200");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     for instance in &instances {
         // A server slow to take the reconnection back can add a short outage of its own, but
