@@ -31,7 +31,7 @@ pub struct Application {
 impl Application {
     /// Opens the store (applying the schema), binds the listener and starts serving.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = Store::open(&config.store)
+        let store = Store::open_bounded(&config.store, config.db_timeout)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("opening the database at {:?}", config.store.location))?;
@@ -95,22 +95,24 @@ impl Application {
 
     /// Serves until `shutdown` resolves. Then subscriptions are closed with reason `shutdown`
     /// (and the cursor to resume from), the listener stops accepting, in-flight calls finish,
-    /// the background loops stop, and the store is released.
+    /// the background loops stop, and the store is released. All of it within the shutdown
+    /// timeout, whatever the database does: what is still running at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),
             () = self.handle.clone().stopped() => {}
         }
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         let _ = self.closing.send(true);
         // Give subscriptions a moment to write their closing notification before the
         // connections go away.
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Ignore "already stopped": either way the server is done accepting.
         let _ = self.handle.stop();
-        if tokio::time::timeout(self.shutdown_timeout, self.handle.stopped()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.handle.stopped()).await.is_err() {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open at the shutdown deadline; closing anyway");
         }
-        self.background.stop().await;
+        self.background.stop_by(deadline).await;
         drop(self.store);
         tracing::info!("stopped");
         Ok(())

@@ -12,7 +12,7 @@ use tokio::time::MissedTickBehavior;
 use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How many records or events one pass handles; passes repeat while batches come back full.
 const BATCH: usize = 500;
@@ -70,10 +70,21 @@ impl Background {
 
     /// Stops every loop and waits for each to finish its current pass.
     pub async fn stop(self) {
+        self.stop_by(tokio::time::Instant::now() + Duration::from_secs(24 * 3600)).await;
+    }
+
+    /// Stops every loop and waits, until `deadline`, for each to finish its current pass;
+    /// a loop still running then is aborted.
+    pub async fn stop_by(self, deadline: tokio::time::Instant) {
         let _ = self.stop.send(true);
-        for (name, task) in self.tasks {
-            if let Err(e) = task.await {
-                tracing::error!(task = name, error = %e, "background task failed");
+        for (name, mut task) in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = name, error = %e, "background task failed"),
+                Err(_) => {
+                    tracing::warn!(task = name, "background task still busy at the shutdown deadline; aborted");
+                    task.abort();
+                }
             }
         }
     }
@@ -114,7 +125,7 @@ async fn expiry(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "expiry pass failed; retrying next tick");
+                    failed(&e, "expiry pass failed; retrying next tick");
                     break;
                 }
             }
@@ -149,7 +160,7 @@ async fn sequencer(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "sequencing failed; retrying");
+                    failed(&e, "sequencing failed; retrying");
                     break;
                 }
             }
@@ -178,7 +189,7 @@ async fn feed(store: Store, hub: Hub, timings: Timings, mut stop: watch::Receive
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the event log failed; retrying");
+                    failed(&e, "reading the event log failed; retrying");
                     break;
                 }
             }
@@ -202,10 +213,31 @@ async fn pruner(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop:
                 Ok(n) if n == BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "pruning events failed");
+                    failed(&e, "pruning events failed");
                     break;
                 }
             }
         }
+        // Operation records of write batches (`store/batch.rs`), past their retention.
+        loop {
+            match store.prune_ops(BATCH).await {
+                Ok(n) if n == BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    failed(&e, "pruning operation records failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Logs a failed pass: at warn, unless the database is unreachable, which the store logs once
+/// per outage rather than once per pass.
+fn failed(e: &StoreError, message: &'static str) {
+    if e.is_outage() {
+        tracing::debug!(error = %e, "{message}");
+    } else {
+        tracing::warn!(error = %e, "{message}");
     }
 }

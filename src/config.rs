@@ -165,6 +165,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_SOCKET_SEND_BUFFER")]
     pub socket_send_buffer: Option<u32>,
 
+    /// Milliseconds one round trip to the database may take. A call that needs longer, or
+    /// that finds the database unreachable, answers 1005 instead of waiting.
+    #[arg(long, env = "AUTHSTORE_DB_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_timeout_ms: u64,
+
     /// Seconds to wait, on SIGTERM or SIGINT, for calls in flight and connections to finish.
     #[arg(long, env = "AUTHSTORE_SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
@@ -195,6 +200,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The write-ahead log damage the operator accepts losing (`--wal-repair`).
     pub wal_repair: Option<WalRepair>,
+    /// The bound on one round trip to the database.
+    pub db_timeout: Duration,
 }
 
 impl Config {
@@ -223,6 +230,7 @@ impl Config {
             ws_ping: Some((Duration::from_secs(30), Duration::from_secs(90))),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             wal_repair: None,
+            db_timeout: crate::store::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -261,6 +269,7 @@ impl TryFrom<&ServeArgs> for Config {
         let ping_interval = bounded("ws-ping-interval-secs", args.ws_ping_interval_secs, 0, DAY_SECS, "seconds")?;
         let inactivity = bounded("ws-inactivity-secs", args.ws_inactivity_secs, 1, DAY_SECS, "seconds")?;
         let shutdown_timeout = bounded("shutdown-timeout-secs", args.shutdown_timeout_secs, 0, DAY_SECS, "seconds")?;
+        let db_timeout_ms = bounded("db-timeout-ms", args.db_timeout_ms, 1, DAY_SECS * 1000, "milliseconds")?;
         let defaults = Policy::default();
         let lifetime = |flag: &str, default_secs: u64, max: Lifetime| {
             if default_secs == 0 || default_secs > max.max_secs {
@@ -300,6 +309,7 @@ impl TryFrom<&ServeArgs> for Config {
             ws_ping: (ping_interval > 0).then(|| (Duration::from_secs(ping_interval), Duration::from_secs(inactivity))),
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
             wal_repair,
+            db_timeout: Duration::from_millis(db_timeout_ms),
         })
     }
 }

@@ -25,9 +25,13 @@ pub enum Error {
     /// Client authentication failed, or the client is not registered (1004).
     #[error("invalid client ({0})")]
     InvalidClient(InvalidClient),
-    /// Storage did not answer; nothing was changed (1005).
+    /// Storage did not answer; nothing was changed (1005, `data.outcome = "unchanged"`).
     #[error("storage unavailable")]
     Unavailable,
+    /// Storage stopped answering after a change was sent to it: it may or may not have been
+    /// applied (1005, `data.outcome = "unknown"`). The caller must read before redoing it.
+    #[error("storage unavailable; outcome unknown")]
+    OutcomeUnknown,
     /// The subscription cursor is older than the retained events (1006).
     #[error("cursor expired")]
     CursorExpired { oldest: String },

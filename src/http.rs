@@ -123,6 +123,7 @@ where
                                     ("tokens", s.tokens),
                                 ]
                             }
+                            Err(e) if e.is_outage() => Vec::new(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "record counts unavailable for /metrics");
                                 Vec::new()

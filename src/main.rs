@@ -45,6 +45,8 @@ fn main() -> ExitCode {
         let app = Application::build(config, Arc::new(SystemClock)).await?;
         app.run_until_stopped(shutdown_signal()).await
     });
+    // Tasks still waiting on the database (its client reconnecting) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -30,7 +30,12 @@ impl From<Error> for ErrorObjectOwned {
             Error::InvalidClient(reason) => {
                 (INVALID_CLIENT, "invalid_client".into(), json!({ "reason": reason.as_str() }))
             }
-            Error::Unavailable => (UNAVAILABLE, "unavailable".into(), json!({ "reason": "storage" })),
+            Error::Unavailable => {
+                (UNAVAILABLE, "unavailable".into(), json!({ "reason": "storage", "outcome": "unchanged" }))
+            }
+            Error::OutcomeUnknown => {
+                (UNAVAILABLE, "unavailable".into(), json!({ "reason": "storage", "outcome": "unknown" }))
+            }
             Error::CursorExpired { oldest } => {
                 (CURSOR_EXPIRED, "cursor_expired".into(), json!({ "reason": "cursor_expired", "oldest": oldest }))
             }

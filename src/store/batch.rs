@@ -11,6 +11,15 @@
 //! caller hears only its own outcome. A job that lost a race reports [`StoreError::Retry`] to
 //! its caller, whose loop reads again, exactly as without batching.
 //!
+//! A batch whose commit went unanswered (the connection dropped, or no answer in time) may
+//! have committed, so it is never split and replayed blindly. Every batch transaction creates
+//! `op:<id>` holding what each of its statements returned; the same transaction, with the same
+//! id, runs again once the database answers: it either commits (the first attempt did not),
+//! conflicts with the first attempt's commit and runs again, or fails on the existing
+//! `op:<id>`, whose stored results then answer the callers. If the outcome stays unknown past
+//! the store's timeout, each caller hears [`StoreError::OutcomeUnknown`]. Operation records
+//! expire after [`OP_RETENTION`] and are pruned with the events.
+//!
 //! Batching never answers from memory: every job's statement runs against the database
 //! after the job was queued, so a caller sees every write acknowledged before its call began.
 //! The workers own the jobs, so a caller that goes away does not cancel a write half-way; a
@@ -18,11 +27,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use surrealdb::types::RecordId;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
 
-use super::{Store, StoreError, Vars, record, take_one};
+use super::{Store, StoreError, Vars, record, take_one, take_returned};
 
 /// Most jobs in one query. Bounds a transaction's size and a batch's latency.
 const MAX_BATCH: usize = 64;
@@ -33,6 +44,11 @@ const READ_WORKERS: usize = 4;
 const WRITE_WORKERS: usize = 2;
 /// Jobs that may wait in a queue; callers beyond that wait to enqueue.
 const QUEUE: usize = 4096;
+/// How long an operation record outlives its batch, as SurrealQL: far longer than a batch can
+/// take to resolve an unknown outcome (one store timeout).
+const OP_RETENTION: &str = "15m";
+/// Pause between checks for the database while resolving an unknown outcome.
+const RESOLVE_PAUSE: Duration = Duration::from_millis(50);
 
 type Reply = oneshot::Sender<Result<Option<serde_json::Value>, StoreError>>;
 
@@ -55,6 +71,8 @@ pub(super) struct Write {
 pub(super) struct Queues {
     reads: mpsc::Sender<Read>,
     writes: mpsc::Sender<Write>,
+    /// How long a caller waits for its answer.
+    timeout: Duration,
 }
 
 impl Queues {
@@ -80,20 +98,39 @@ impl Queues {
                 }
             });
         }
-        Queues { reads, writes }
+        Queues { reads, writes, timeout: store.health.timeout }
     }
 
+    /// Waits at most the store's timeout; a read that has not started by then never will.
     pub async fn read(&self, table: &'static str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.reads.send(Read { table, key: key.to_string(), reply }).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let asked = async {
+            self.reads.send(Read { table, key: key.to_string(), reply }).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(self.timeout, asked).await.unwrap_or(Err(StoreError::Unreachable))
     }
 
+    /// Waits at most the store's timeout. A write still queued then is dropped unrun, but one
+    /// may be committing: the caller hears that the outcome is unknown.
     pub async fn write(&self, sql: &'static str, vars: Vars) -> Result<Option<serde_json::Value>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writes.send(Write { sql, vars, reply }).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let asked = async {
+            self.writes.send(Write { sql, vars, reply }).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(self.timeout, asked).await.unwrap_or(Err(StoreError::OutcomeUnknown))
     }
+}
+
+/// What became of a write batch.
+enum Outcome {
+    /// Committed, once: each job's answer, in order.
+    Committed(Vec<Option<serde_json::Value>>),
+    /// Not committed, and known not to be.
+    Failed(StoreError),
+    /// Perhaps committed; the database did not say in time.
+    Unknown,
 }
 
 fn stopped() -> StoreError {
@@ -119,8 +156,51 @@ fn statement(sql: &str, i: usize) -> String {
     sql.replace("$item.", &format!("$item{i}."))
 }
 
+/// One transaction running every job, recording under `$op` what each statement returned, and
+/// returning that list.
+fn transaction(jobs: &[Write], op: RecordId) -> (String, Vars) {
+    let mut sql = String::from("BEGIN;");
+    let mut vars = Vars::new().set("op", op);
+    let mut results = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        sql.push_str(&format!(" LET $r{i} = ({});", statement(job.sql, i)));
+        vars = vars.set(&format!("item{i}"), job.vars.0.clone());
+        results.push(format!("$r{i}"));
+    }
+    let results = results.join(", ");
+    sql.push_str(&format!(
+        " CREATE ONLY $op SET expires_at = time::now() + {OP_RETENTION}, results = [{results}] RETURN NONE; \
+         RETURN {{ results: [{results}] }}; COMMIT;"
+    ));
+    (sql, vars)
+}
+
+/// What a batch returns, and records under its operation id: one result per job.
+#[derive(serde::Deserialize)]
+struct Recorded {
+    results: Vec<serde_json::Value>,
+}
+
+/// Answers from a committed batch's results.
+fn answers(recorded: Option<Recorded>, jobs: usize) -> Outcome {
+    match recorded.map(|r| r.results) {
+        Some(list) if list.len() == jobs => {
+            Outcome::Committed(list.into_iter().map(|v| if v.is_null() { None } else { Some(v) }).collect())
+        }
+        // Committed, but the answer is unreadable: the caller cannot be told what happened.
+        _ => {
+            tracing::error!(jobs, "a committed write batch returned an unexpected answer");
+            Outcome::Unknown
+        }
+    }
+}
+
 impl Store {
-    async fn run_reads(&self, jobs: Vec<Read>) {
+    async fn run_reads(&self, mut jobs: Vec<Read>) {
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
+            return;
+        }
         const SQL: &str = "SELECT *, record::tb(id) AS __table, record::id(id) AS __key FROM $rids";
         let rids: Vec<RecordId> = jobs.iter().map(|j| record(j.table, &j.key)).collect();
         let rows = match self.query(SQL, Vars::new().set("rids", rids)).await {
@@ -146,33 +226,87 @@ impl Store {
         }
     }
 
-    async fn run_writes(&self, jobs: Vec<Write>) {
+    async fn run_writes(&self, mut jobs: Vec<Write>) {
+        // A caller that stopped waiting was told the outcome is unknown; leave its write unrun.
+        jobs.retain(|job| !job.reply.is_closed());
         if jobs.len() > 1 {
-            let mut sql = String::from("BEGIN;");
-            let mut vars = Vars::new();
-            for (i, job) in jobs.iter().enumerate() {
-                sql.push(' ');
-                sql.push_str(&statement(job.sql, i));
-                sql.push(';');
-                vars = vars.set(&format!("item{i}"), job.vars.0.clone());
-            }
-            sql.push_str(" COMMIT;");
-            match self.query(&sql, vars).await {
-                Ok(mut results) => {
-                    // Committed: slot 0 is BEGIN, job i answers in slot i + 1.
-                    for (i, job) in jobs.into_iter().enumerate() {
-                        let _ = job.reply.send(take_one(&mut results, i + 1));
+            match self.commit(&jobs).await {
+                Outcome::Committed(answers) => {
+                    for (job, answer) in jobs.into_iter().zip(answers) {
+                        let _ = job.reply.send(Ok(answer));
                     }
                     return;
                 }
-                Err(e) => tracing::debug!(error = %e, jobs = jobs.len(), "write batch failed; running one by one"),
+                Outcome::Unknown => {
+                    for job in jobs {
+                        let _ = job.reply.send(Err(StoreError::OutcomeUnknown));
+                    }
+                    return;
+                }
+                Outcome::Failed(e) => {
+                    tracing::debug!(error = %e, jobs = jobs.len(), "write batch failed; running one by one")
+                }
             }
         }
         for job in jobs {
-            let vars = Vars::new().set("item", job.vars.0);
-            let answer = self.query(job.sql, vars).await;
-            let _ = job.reply.send(answer.and_then(|mut r| take_one(&mut r, 0)));
+            let answer = match self.commit(std::slice::from_ref(&job)).await {
+                Outcome::Committed(mut answers) => Ok(answers.pop().flatten()),
+                Outcome::Failed(e) => Err(e),
+                Outcome::Unknown => Err(StoreError::OutcomeUnknown),
+            };
+            let _ = job.reply.send(answer);
         }
+    }
+
+    /// Commits `jobs` as one transaction, at most once, and finds out whether it did.
+    async fn commit(&self, jobs: &[Write]) -> Outcome {
+        let op = record("op", &crate::secret::generate_id());
+        let (sql, vars) = transaction(jobs, op.clone());
+        let deadline = Instant::now() + self.health.timeout;
+        // Whether an earlier attempt may have committed.
+        let mut maybe_committed = false;
+        loop {
+            match self.query(&sql, vars.clone()).await {
+                Ok(mut results) => return answers(take_returned(&mut results).unwrap_or(None), jobs.len()),
+                Err(StoreError::OutcomeUnknown) => maybe_committed = true,
+                Err(e) if !maybe_committed => return Outcome::Failed(e),
+                // The database is still away; wait for it below.
+                Err(StoreError::Unreachable) => {}
+                // This attempt failed: on the earlier attempt's `op` record if that one
+                // committed, or on a conflict with it if it is committing now.
+                Err(e) => match self.op_results(&op).await {
+                    Ok(Some(recorded)) => return answers(Some(recorded), jobs.len()),
+                    Ok(None) if matches!(e, StoreError::Retry) => {}
+                    // Refused on its own merits: the earlier attempt had not committed when
+                    // this one ran, but may still be in flight.
+                    Ok(None) => return Outcome::Unknown,
+                    Err(_) => {}
+                },
+            }
+            if Instant::now() >= deadline {
+                return Outcome::Unknown;
+            }
+            tokio::time::sleep(RESOLVE_PAUSE).await;
+        }
+    }
+
+    /// What the batch recorded as `op` returned, if it committed.
+    async fn op_results(&self, op: &RecordId) -> Result<Option<Recorded>, StoreError> {
+        let mut results = self.query("SELECT results FROM ONLY $op", Vars::new().set("op", op.clone())).await?;
+        take_one(&mut results, 0)
+    }
+
+    /// Drops up to `limit` operation records past their retention; returns how many.
+    pub async fn prune_ops(&self, limit: usize) -> Result<usize, StoreError> {
+        const SQL: &str = "BEGIN; \
+            LET $old = (SELECT VALUE id FROM op WHERE expires_at <= time::now() ORDER BY expires_at LIMIT $limit); \
+            DELETE $old; \
+            RETURN array::len($old); \
+            COMMIT;";
+        let vars = Vars::new().set("limit", limit as i64);
+        let pruned: Option<usize> =
+            self.retrying(|| async { take_returned(&mut self.query(SQL, vars.clone()).await?) }).await?;
+        Ok(pruned.unwrap_or(0))
     }
 }
 

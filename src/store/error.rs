@@ -20,6 +20,21 @@ pub enum StoreError {
     /// SurrealDB answered something we did not expect.
     #[error("unexpected database answer: {0}")]
     Decode(String),
+    /// The database did not answer in time, or the connection to it is down, and nothing was
+    /// sent that could change anything (a read, or a write refused before it was sent).
+    #[error("database unreachable")]
+    Unreachable,
+    /// The database stopped answering after a write was sent: it may have committed.
+    #[error("database unreachable after a write was sent; outcome unknown")]
+    OutcomeUnknown,
+}
+
+impl StoreError {
+    /// Whether this is the database being unreachable, which the store logs once per outage:
+    /// callers log it at debug level rather than once per failed call.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Unreachable | StoreError::OutcomeUnknown)
+    }
 }
 
 impl From<surrealdb::Error> for StoreError {
@@ -41,6 +56,9 @@ impl From<StoreError> for Error {
                 tracing::error!(error = %detail, "storage failure");
                 Error::Unavailable
             }
+            // The outage itself is logged once by the store's health state, not per call.
+            StoreError::Unreachable => Error::Unavailable,
+            StoreError::OutcomeUnknown => Error::OutcomeUnknown,
         }
     }
 }

@@ -4,6 +4,15 @@
 //! Single use and rotation rest on conditional writes whose results are checked: a write that
 //! matched nothing, or a commit that hit a write conflict, becomes [`StoreError::Retry`] and the
 //! operation runs again from a fresh read, so losers of a race see the winner's result.
+//!
+//! Every round trip to the database is bounded by the store's timeout (`--db-timeout-ms`). A
+//! round trip that times out marks the database unreachable: that is
+//! logged once, later calls fail at once (1005) instead of queueing behind a dead connection,
+//! and a prober marks it reachable again (logged once) when it answers. A write that was sent
+//! and not answered has an unknown outcome and says so ([`StoreError::OutcomeUnknown`]); it is
+//! never reported as "nothing was changed". Group-committed writes resolve that themselves
+//! (`batch.rs`): each batch records its operation id, so running it again either finds its
+//! own commit or applies it once.
 
 mod batch;
 mod clients;
@@ -24,6 +33,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -45,6 +55,19 @@ use crate::error::{Error, InvalidClient, InvalidGrant, NotFound};
 
 /// How many times an operation that keeps losing races is tried before giving up.
 const MAX_ATTEMPTS: u32 = 200;
+
+/// How long one round trip to the database may take unless configured (`--db-timeout-ms`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bound on each round trip while the schema is applied at start (instances starting
+/// together on one server conflict and retry).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest `/ready` waits for the database to answer.
+const READY_PROBE: Duration = Duration::from_secs(1);
+
+/// Pause between probes while the database is unreachable.
+const PROBE_PAUSE: Duration = Duration::from_millis(200);
 
 /// Where the data lives, parsed from `--db`.
 #[derive(Clone, PartialEq, Eq)]
@@ -139,6 +162,22 @@ pub struct Store {
     queues: Option<batch::Queues>,
     /// An embedded store's data directory, held for as long as any handle is (`lock.rs`).
     _data_dir: Option<Arc<lock::DataDirLock>>,
+    /// Whether the database answers, and how long it may take.
+    health: Arc<Health>,
+}
+
+/// Whether the database answers, shared by every handle of one store.
+struct Health {
+    /// The bound on one round trip.
+    timeout: Duration,
+    /// Set when a round trip timed out or lost its connection; cleared by the prober.
+    down: AtomicBool,
+}
+
+impl Health {
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
 }
 
 impl fmt::Debug for Store {
@@ -148,12 +187,18 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects, selects namespace and database, and applies the schema.
+    /// Connects, selects namespace and database, and applies the schema, with the default
+    /// bound on each round trip.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::open_bounded(config, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Store::open`] with `timeout` as the bound on each round trip to the database.
     ///
     /// An embedded store's directory is taken for this process first, or the open is refused;
     /// then SurrealKV's write-ahead log is checked, and a log damaged before its end refuses the
     /// open too (see [`repair_wal`]).
-    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+    pub async fn open_bounded(config: &StoreConfig, timeout: Duration) -> Result<Self, StoreError> {
         let data_dir = match &config.location {
             Location::SurrealKv(path) => Some(Arc::new(take_data_dir(path, None).await?)),
             Location::Memory | Location::Remote(_) => None,
@@ -163,14 +208,19 @@ impl Store {
             db.signin(Root { username: username.clone(), password: password.clone() }).await?;
         }
         db.use_ns(config.namespace.clone()).use_db(config.database.clone()).await?;
+        // Applying the schema is not a call anyone waits on: it gets a generous bound.
+        let health = Arc::new(Health { timeout: timeout.max(STARTUP_TIMEOUT), down: AtomicBool::new(false) });
         let mut store = Store {
             db,
             kind: config.location.kind(),
             outbox_written: Arc::new(Notify::new()),
             queues: None,
+            health,
             _data_dir: data_dir,
         };
         schema::apply(&store).await?;
+        store.health =
+            Arc::new(Health { timeout: timeout.max(Duration::from_millis(1)), down: AtomicBool::new(false) });
         store.queues = Some(batch::Queues::start(&store));
         Ok(store)
     }
@@ -203,14 +253,80 @@ impl Store {
         value.ok_or_else(|| StoreError::Decode("INFO FOR DB returned nothing".into()))
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers: at once while it is known to be unreachable, otherwise
+    /// after a probe bounded by a second (or the store's timeout, if shorter).
     pub async fn ready(&self) -> bool {
-        self.db.query("RETURN true").await.is_ok()
+        if self.health.is_down() {
+            return false;
+        }
+        match tokio::time::timeout(self.health.timeout.min(READY_PROBE), self.db.query("RETURN true")).await {
+            Ok(Ok(_)) => true,
+            // A probe slower than its short bound says "not ready" but leaves calls alone:
+            // only a round trip that outlasts the store's timeout marks an outage.
+            Ok(Err(_)) | Err(_) => false,
+        }
     }
 
-    /// Runs one query and classifies per-statement errors.
+    /// The bound on one round trip to the database.
+    pub fn timeout(&self) -> Duration {
+        self.health.timeout
+    }
+
+    /// Whether the database is currently known to be unreachable.
+    pub fn is_unreachable(&self) -> bool {
+        self.health.is_down()
+    }
+
+    /// Marks the database unreachable. The first time, logs it and starts a prober that marks
+    /// it reachable again once it answers.
+    fn unreachable(&self, cause: &str) {
+        if self.health.down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(
+            cause,
+            timeout_ms = self.health.timeout.as_millis() as u64,
+            "database unreachable; calls answer 1005 until it is back"
+        );
+        let (db, health) = (self.db.clone(), self.health.clone());
+        tokio::spawn(async move {
+            let since = tokio::time::Instant::now();
+            loop {
+                if let Ok(Ok(_)) = tokio::time::timeout(health.timeout, db.query("RETURN true")).await {
+                    health.down.store(false, Ordering::Release);
+                    tracing::info!(after_ms = since.elapsed().as_millis() as u64, "database reachable again");
+                    return;
+                }
+                tokio::time::sleep(PROBE_PAUSE).await;
+            }
+        });
+    }
+
+    /// Runs one query, bounded by the store's timeout, and classifies per-statement errors.
+    ///
+    /// While the database is unreachable it fails at once with [`StoreError::Unreachable`],
+    /// sending nothing. A query that loses its connection or its answer fails with
+    /// [`StoreError::OutcomeUnknown`] if it writes, [`StoreError::Unreachable`] if it only reads.
     async fn query(&self, sql: &str, vars: Vars) -> Result<IndexedResults, StoreError> {
-        let mut results = self.db.query(sql).bind(vars.0).await?;
+        if self.health.is_down() {
+            return Err(StoreError::Unreachable);
+        }
+        let lost = || if writes(sql) { StoreError::OutcomeUnknown } else { StoreError::Unreachable };
+        let mut results = match tokio::time::timeout(self.health.timeout, self.db.query(sql).bind(vars.0)).await {
+            Ok(Ok(results)) => results,
+            // The connection dropped under this query. The client reconnects by itself and
+            // queues what comes next: a blip costs only the queries in flight, an outage
+            // shows as the next query's timeout.
+            Ok(Err(e)) if e.is_connection() => {
+                tracing::debug!(error = %e, "database connection lost under a query");
+                return Err(lost());
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                self.unreachable("no answer within the timeout");
+                return Err(lost());
+            }
+        };
         let errors = results.take_errors();
         if errors.is_empty() {
             // Every fragment that emits an event writes `CREATE outbox`.
@@ -268,6 +384,14 @@ impl Store {
         }
         Err(StoreError::Retry)
     }
+}
+
+/// Whether a query may change data: it names a writing statement. Our SurrealQL spells
+/// keywords in capitals; a read never contains these words.
+fn writes(sql: &str) -> bool {
+    ["CREATE ", "UPDATE ", "UPSERT ", "DELETE ", "INSERT ", "RELATE ", "DEFINE ", "REMOVE "]
+        .iter()
+        .any(|keyword| sql.contains(keyword))
 }
 
 /// Accepts the loss `accept` names in an embedded store's write-ahead log: if the newest
@@ -481,6 +605,15 @@ mod tests {
             Some(StoreError::Rejected(Error::InvalidClient(InvalidClient::UnknownClient)))
         ));
         assert!(thrown("something else").is_none());
+    }
+
+    #[test]
+    fn writes_are_told_from_reads() {
+        assert!(writes("UPDATE ONLY $item.rid SET consumed_at = $item.now WHERE consumed_at = NONE RETURN AFTER"));
+        assert!(writes("BEGIN; LET $s = (DELETE ONLY $rid RETURN BEFORE); COMMIT;"));
+        assert!(!writes("SELECT *, record::tb(id) AS __table, record::id(id) AS __key FROM $rids"));
+        assert!(!writes("BEGIN; LET $t = (SELECT * FROM ONLY $rid); $t; COMMIT;"));
+        assert!(!writes("RETURN true"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ impl Instance {
             .args(["--db-namespace", "instances", "--db-database", database])
             .env("AUTHSTORE_DB_USER", &server.user)
             .env("AUTHSTORE_DB_PASS", &server.pass)
+            // The debug-built server can stall for seconds on a loaded machine.
+            .env("AUTHSTORE_DB_TIMEOUT_MS", "60000")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -15,6 +15,7 @@ mod history;
 mod instances;
 mod mem;
 mod operations;
+mod outage;
 mod process;
 mod remote;
 mod scheduler;

@@ -121,6 +121,8 @@ impl TestApp {
         config.subscriber_send_timeout = options.subscriber_send_timeout;
         config.connection_buffer = options.connection_buffer;
         config.socket_send_buffer = options.socket_send_buffer;
+        // A loaded test machine can take seconds per query; tests of the bound set their own.
+        config.db_timeout = Duration::from_secs(60);
         (options.tweak)(&mut config);
         let api_key = options.api_key;
         if let Backend::Remote { url, user, pass, database } = options.backend {
