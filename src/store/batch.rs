@@ -156,11 +156,11 @@ fn statement(sql: &str, i: usize) -> String {
     sql.replace("$item.", &format!("$item{i}."))
 }
 
-/// One transaction running every job, recording under `$op` what each statement returned, and
-/// returning that list.
-fn transaction(jobs: &[Write], op: RecordId) -> (String, Vars) {
+/// One transaction running every job and returning what each statement returned; with `op`,
+/// it also records that list under `$op`.
+fn transaction(jobs: &[Write], op: Option<&RecordId>) -> (String, Vars) {
     let mut sql = String::from("BEGIN;");
-    let mut vars = Vars::new().set("op", op);
+    let mut vars = Vars::new().set("op", op.cloned());
     let mut results = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         sql.push_str(&format!(" LET $r{i} = ({});", statement(job.sql, i)));
@@ -168,10 +168,12 @@ fn transaction(jobs: &[Write], op: RecordId) -> (String, Vars) {
         results.push(format!("$r{i}"));
     }
     let results = results.join(", ");
-    sql.push_str(&format!(
-        " CREATE ONLY $op SET expires_at = time::now() + {OP_RETENTION}, results = [{results}] RETURN NONE; \
-         RETURN {{ results: [{results}] }}; COMMIT;"
-    ));
+    if op.is_some() {
+        sql.push_str(&format!(
+            " CREATE ONLY $op SET expires_at = time::now() + {OP_RETENTION}, results = [{results}] RETURN NONE;"
+        ));
+    }
+    sql.push_str(&format!(" RETURN {{ results: [{results}] }}; COMMIT;"));
     (sql, vars)
 }
 
@@ -260,21 +262,25 @@ impl Store {
 
     /// Commits `jobs` as one transaction, at most once, and finds out whether it did.
     async fn commit(&self, jobs: &[Write]) -> Outcome {
-        let op = record("op", &crate::secret::generate_id());
-        let (sql, vars) = transaction(jobs, op.clone());
+        // Only a remote database can lose a commit's answer and then answer again: there the
+        // batch records an operation id, to find its own commit. Embedded, an answer is lost
+        // only with the process, and the record would be pure cost on every write.
+        let op = (self.kind == "ws").then(|| record("op", &crate::secret::generate_id()));
+        let (sql, vars) = transaction(jobs, op.as_ref());
         let deadline = Instant::now() + self.health.timeout;
         // Whether an earlier attempt may have committed.
         let mut maybe_committed = false;
         loop {
             match self.query(&sql, vars.clone()).await {
                 Ok(mut results) => return answers(take_returned(&mut results).unwrap_or(None), jobs.len()),
+                Err(StoreError::OutcomeUnknown) if op.is_none() => return Outcome::Unknown,
                 Err(StoreError::OutcomeUnknown) => maybe_committed = true,
                 Err(e) if !maybe_committed => return Outcome::Failed(e),
                 // The database is still away; wait for it below.
                 Err(StoreError::Unreachable) => {}
                 // This attempt failed: on the earlier attempt's `op` record if that one
                 // committed, or on a conflict with it if it is committing now.
-                Err(e) => match self.op_results(&op).await {
+                Err(e) => match self.op_results(op.as_ref()).await {
                     Ok(Some(recorded)) => return answers(Some(recorded), jobs.len()),
                     Ok(None) if matches!(e, StoreError::Retry) => {}
                     // Refused on its own merits: the earlier attempt had not committed when
@@ -291,7 +297,8 @@ impl Store {
     }
 
     /// What the batch recorded as `op` returned, if it committed.
-    async fn op_results(&self, op: &RecordId) -> Result<Option<Recorded>, StoreError> {
+    async fn op_results(&self, op: Option<&RecordId>) -> Result<Option<Recorded>, StoreError> {
+        let Some(op) = op else { return Ok(None) };
         let mut results = self.query("SELECT results FROM ONLY $op", Vars::new().set("op", op.clone())).await?;
         take_one(&mut results, 0)
     }

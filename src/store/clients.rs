@@ -18,8 +18,8 @@ pub(super) struct ClientRow {
     metadata: String,
     pub(super) redirect_uris: Vec<String>,
     secret_hash: Option<String>,
-    issued_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub(super) issued_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
     max_age_secs: Option<i64>,
     /// Random per registration (`None` for clients stored before it existed).
     pub(super) incarnation: Option<String>,
@@ -225,13 +225,14 @@ impl Store {
 }
 
 /// SurrealQL that writes the client `$client` if it is still the incarnation `$incarnation` that
-/// was read, or asks for a retry. Every transaction that issues a code or a token runs it, so
+/// was read, unchanged since (`$client_updated_at`: the redirect URIs checked are still its
+/// own), or asks for a retry. Every transaction that issues a code or a token runs it, so
 /// issuing and `client.delete` (or a re-registration) write the same record: under snapshot
 /// isolation only writes conflict, and a delete that commits first makes the issue run again
 /// and find the client gone. Issues for one client then serialize on its record, which is the
 /// price of that guarantee.
 pub(super) const CLIENT_STILL_REGISTERED: &str = "LET $issuing_client = (UPDATE $client SET last_issued_at = $now \
-        WHERE incarnation = $incarnation RETURN VALUE client_id); \
+        WHERE incarnation = $incarnation AND updated_at = $client_updated_at RETURN VALUE client_id); \
      IF array::len($issuing_client) = 0 { THROW 'authstore:retry' };";
 
 fn metadata_json(meta: &ClientMetadata) -> Result<String, StoreError> {

@@ -43,10 +43,16 @@ impl Store {
             }
             // A session put under an earlier registration of this client_id (deleted since)
             // is not this client's: nothing begun under the old one carries over.
-            if let Some((_, _, Some(incarnation))) = &pending
-                && client.incarnation.as_ref() != Some(incarnation)
-            {
-                return Err(Error::NotFound(NotFound::Missing).into());
+            if let Some((session, _, incarnation)) = &pending {
+                let same_registration = match incarnation {
+                    Some(incarnation) => client.incarnation.as_ref() == Some(incarnation),
+                    // A session stored before incarnations existed: one put before this
+                    // registration began belongs to an earlier one.
+                    None => session.created_at >= client.issued_at,
+                };
+                if !same_registration {
+                    return Err(Error::NotFound(NotFound::Missing).into());
+                }
             }
             let complete_session = if pending.is_some() {
                 "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \
@@ -72,6 +78,7 @@ impl Store {
             let vars = Vars::new()
                 .set("client", record("client", &new.client_id))
                 .set("incarnation", client.incarnation)
+                .set("client_updated_at", client.updated_at)
                 .set("rid", record("code", &new.hash))
                 .set("session_rid", session_rid)
                 .set("session_rev", session_rev)

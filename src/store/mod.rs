@@ -256,15 +256,16 @@ impl Store {
     /// Whether the database answers: at once while it is known to be unreachable, otherwise
     /// after a probe bounded by a second (or the store's timeout, if shorter).
     pub async fn ready(&self) -> bool {
-        if self.health.is_down() {
-            return false;
-        }
-        match tokio::time::timeout(self.health.timeout.min(READY_PROBE), self.db.query("RETURN true")).await {
-            Ok(Ok(_)) => true,
-            // A probe slower than its short bound says "not ready" but leaves calls alone:
-            // only a round trip that outlasts the store's timeout marks an outage.
-            Ok(Err(_)) | Err(_) => false,
-        }
+        // A probe slower than its short bound says "not ready" but leaves calls alone.
+        !self.health.is_down() && self.answers().await
+    }
+
+    /// Whether a trivial query answers within a second (or the store's timeout, if shorter).
+    async fn answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.health.timeout.min(READY_PROBE), self.db.query("RETURN true")).await,
+            Ok(Ok(_))
+        )
     }
 
     /// The bound on one round trip to the database.
@@ -323,7 +324,11 @@ impl Store {
             }
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
-                self.unreachable("no answer within the timeout");
+                // One slow query (a large purge, a scan) is not an outage: the database is
+                // marked unreachable only if a trivial probe gets no answer either.
+                if !self.answers().await {
+                    self.unreachable("no answer within the timeout");
+                }
                 return Err(lost());
             }
         };

@@ -88,6 +88,7 @@ impl Store {
             let vars = bind_new(Vars::new(), &new)
                 .set("client", record("client", &new.client_id))
                 .set("incarnation", client.incarnation)
+                .set("client_updated_at", client.updated_at)
                 .set("family", record("family", &new.grant_id))
                 .set("family_rev", family.as_ref().map(|f| f.rev).unwrap_or_default())
                 .set("previous", previous)

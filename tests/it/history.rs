@@ -71,6 +71,9 @@ fn serve_remote(database: &str, port: u16) -> Process {
         .args(["--db-namespace", "history", "--db-database", database])
         .env("AUTHSTORE_DB_USER", &server.user)
         .env("AUTHSTORE_DB_PASS", &server.pass)
+        // The shared debug-built SurrealDB server can stall for seconds on a loaded machine;
+        // the history must record answers, not the 5 s default's 1005s.
+        .env("AUTHSTORE_DB_TIMEOUT_MS", "60000")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
