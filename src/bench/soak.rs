@@ -62,7 +62,7 @@ fn random_below(n: u64) -> u64 {
 
 /// Starts the server on `dir`; its warnings and errors go to `dir.log`, so the soak can count
 /// what recovery did.
-fn start(exe: &PathBuf, dir: &std::path::Path, port: u16) -> anyhow::Result<Child> {
+pub(crate) fn start(exe: &std::path::Path, dir: &std::path::Path, port: u16) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path(dir)).context("opening the log")?;
     Command::new(exe)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])

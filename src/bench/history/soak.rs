@@ -3,7 +3,7 @@
 //! on SurrealKV that it kills with SIGKILL and restarts between phases.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -42,24 +42,6 @@ pub struct HistoryArgs {
     /// With --history: API key for --url servers.
     #[arg(long, env = "AUTHSTORE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-}
-
-fn start(exe: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.with_extension("log"))
-        .context("opening the server log")?;
-    Command::new(exe)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--db")
-        .arg(format!("surrealkv://{}", dir.display()))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting authstore")
 }
 
 fn config(args: &HistoryArgs) -> WorkloadConfig {
@@ -106,7 +88,7 @@ async fn round_with_kills(
         };
         tokio::join!(workload.phase(&endpoints, phase), kill);
         workload.disconnect();
-        *child = start(exe, dir, port)?;
+        *child = crate::bench::soak::start(exe, dir, port)?;
     }
     workload.sweep(&endpoints).await;
     let feeds = feeds.finish().await;
@@ -128,7 +110,7 @@ pub async fn run(args: &HistoryArgs, port: u16, dir: Option<PathBuf>) -> anyhow:
         });
         std::fs::create_dir_all(&dir)?;
         eprintln!("authstore soak --history: {} s against a spawned server on {}", args.seconds, dir.display());
-        let child = start(&exe, &dir, port)?;
+        let child = crate::bench::soak::start(&exe, &dir, port)?;
         connect_retry(&format!("ws://127.0.0.1:{port}"), None, Duration::from_secs(60)).await?;
         spawned = Some((exe, dir, child));
     } else {
