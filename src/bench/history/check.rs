@@ -527,8 +527,10 @@ fn possible_killer<'a>(index: &Index<'a>, t: &Token, use_op: &Op) -> Option<&'a 
     })
 }
 
-/// A session's state: `(data.n, client)`, or absent.
-type SessionState = Option<(u64, String)>;
+/// A session's state: `(data.n, client, orphan)`, or absent. An orphan is a session put while
+/// its client was being deleted: it outlives the delete until its TTL, stays readable, but
+/// `code.issue` refuses it (docs/decisions.md, "Deleting races issuing").
+type SessionState = Option<(u64, String, bool)>;
 
 #[derive(Debug)]
 enum SessionInput {
@@ -536,6 +538,9 @@ enum SessionInput {
         n: u64,
         client: String,
         known: bool,
+        /// The put overlapped a `client.delete` of its client, so it may have read the client
+        /// before the delete and committed after it.
+        may_orphan: bool,
     },
     Get(Option<u64>),
     Update {
@@ -562,21 +567,27 @@ fn data_n(v: &Value) -> Option<u64> {
 fn session_step(state: &SessionState, input: &SessionInput) -> Vec<SessionState> {
     use SessionInput::*;
     match input {
-        Put { n, client, known } => {
-            let after = Some((*n, client.clone()));
-            if *known { vec![after] } else { vec![state.clone(), after] }
+        Put { n, client, known, may_orphan } => {
+            let mut next = vec![Some((*n, client.clone(), false))];
+            if *may_orphan {
+                next.push(Some((*n, client.clone(), true)));
+            }
+            if !*known {
+                next.push(state.clone());
+            }
+            next
         }
         Get(seen) => {
-            if state.as_ref().map(|(n, _)| *n) == *seen {
+            if state.as_ref().map(|(n, _, _)| *n) == *seen {
                 vec![state.clone()]
             } else {
                 vec![]
             }
         }
         Update { n, outcome } => match (state, outcome) {
-            (Some((_, c)), Some(true)) => vec![Some((*n, c.clone()))],
+            (Some((_, c, o)), Some(true)) => vec![Some((*n, c.clone(), *o))],
             (None, Some(false)) => vec![None],
-            (Some((_, c)), None) => vec![state.clone(), Some((*n, c.clone()))],
+            (Some((_, c, o)), None) => vec![state.clone(), Some((*n, c.clone(), *o))],
             (None, None) => vec![None],
             _ => vec![],
         },
@@ -586,7 +597,7 @@ fn session_step(state: &SessionState, input: &SessionInput) -> Vec<SessionState>
             _ => vec![],
         },
         Purge { client, known } | ClientDelete { client, known } => match state {
-            Some((_, c)) if c == client => {
+            Some((_, c, _)) if c == client => {
                 if *known {
                     vec![None]
                 } else {
@@ -596,9 +607,11 @@ fn session_step(state: &SessionState, input: &SessionInput) -> Vec<SessionState>
             _ => vec![state.clone()],
         },
         Complete(outcome) => match (state, outcome) {
-            (Some(_), Some(true)) => vec![None],
+            (Some((_, _, true)), Some(false)) => vec![state.clone()],
+            (Some((_, _, true)), None) => vec![state.clone()],
+            (Some((_, _, false)), Some(true)) => vec![None],
             (None, Some(false)) => vec![None],
-            (Some(_), None) => vec![state.clone(), None],
+            (Some((_, _, false)), None) => vec![state.clone(), None],
             (None, None) => vec![None],
             _ => vec![],
         },
@@ -606,7 +619,7 @@ fn session_step(state: &SessionState, input: &SessionInput) -> Vec<SessionState>
 }
 
 /// The session input an op contributes to session `id`'s history, if any.
-fn session_input(op: &Op, id: &str) -> Option<SessionInput> {
+fn session_input(op: &Op, id: &str, ops: &[Op]) -> Option<SessionInput> {
     use SessionInput::*;
     let unknown = op.outcome.is_unknown();
     let not_found = op.outcome.code() == Some(1001);
@@ -615,7 +628,13 @@ fn session_input(op: &Op, id: &str) -> Option<SessionInput> {
         "session.put" if targets => {
             let n = data_n(&op.params)?;
             let client = op.param("client_id")?.to_string();
-            (op.outcome.is_ok() || unknown).then_some(Put { n, client, known: !unknown })
+            let may_orphan = ops.iter().any(|d| {
+                d.method == "client.delete"
+                    && d.param("client_id") == Some(client.as_str())
+                    && d.start <= op.effective_end()
+                    && op.start <= d.effective_end()
+            });
+            (op.outcome.is_ok() || unknown).then_some(Put { n, client, known: !unknown, may_orphan })
         }
         "session.get" if targets => match &op.outcome {
             Outcome::Ok(v) => Some(Get(Some(data_n(v).unwrap_or(u64::MAX)))),
@@ -666,7 +685,7 @@ fn check_sessions(ops: &[Op], report: &mut Report) {
         let mut entries = Vec::new();
         let mut op_of = Vec::new();
         for op in ops {
-            if let Some(input) = session_input(op, id) {
+            if let Some(input) = session_input(op, id, ops) {
                 entries.push(Entry { start: op.start, end: op.effective_end(), input });
                 op_of.push(op.id);
             }
@@ -1128,5 +1147,33 @@ mod tests {
             get(2, 40, 50, ok(json!({"data": {"n": 1}}))),
         ];
         assert_eq!(kinds(ops), vec!["session_stale_or_phantom_read"]);
+    }
+
+    // A session put while its client was being deleted may outlive the delete, readable, while
+    // code.issue refuses it (the documented orphan). Without an overlapping delete, a refusal
+    // of a readable session is still an anomaly.
+    #[test]
+    fn only_a_put_racing_its_clients_delete_may_leave_an_orphan() {
+        let put =
+            |id, n, s, e, o| op(id, "session.put", json!({"id": "s", "client_id": "c", "data": {"n": n}}), s, e, o);
+        let get = |id, s, e, o| op(id, "session.get", json!({"id": "s"}), s, e, o);
+        let complete = |id, s, e, o| op(id, "code.issue", json!({"session_id": "s"}), s, e, o);
+        let delete = |id, s, e| op(id, "client.delete", json!({"client_id": "c"}), s, e, ok(json!({"deleted": true})));
+        let orphan = vec![
+            put(0, 1, 0, 10, ok(json!({}))),
+            delete(1, 5, 8),
+            get(2, 20, 30, ok(json!({"data": {"n": 1}}))),
+            complete(3, 40, 50, err(1001, "not_found")),
+        ];
+        assert_eq!(kinds(orphan), Vec::<&str>::new());
+        let no_race = vec![
+            put(0, 1, 0, 10, ok(json!({}))),
+            delete(1, 12, 15),
+            get(2, 20, 30, ok(json!({"data": {"n": 1}}))),
+            complete(3, 40, 50, err(1001, "not_found")),
+        ];
+        assert_eq!(kinds(no_race).len(), 1);
+        let alone = vec![put(0, 1, 0, 10, ok(json!({}))), complete(1, 40, 50, err(1001, "not_found"))];
+        assert_eq!(kinds(alone).len(), 1);
     }
 }
