@@ -16,6 +16,7 @@ use crate::http::{Gateway, GatewayLayer};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::rpc::{self, middleware::CallGuard, middleware::ObjectParams};
+use crate::secret;
 use crate::store::Store;
 
 /// A bound, running server. Tests build it on port 0 and read [`Application::local_addr`].
@@ -40,6 +41,11 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let background =
             Background::start(store.clone(), clock.clone(), hub.clone(), metrics.clone(), config.timings).await;
+        let idempotency_secret = store
+            .idempotency_secret(&secret::generate_server_secret())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("reading the idempotency secret")?;
         let cx = Arc::new(rpc::Context {
             store: store.clone(),
             policy: config.policy.clone(),
@@ -48,6 +54,7 @@ impl Application {
             hub,
             subscriber_send_timeout: config.subscriber_send_timeout,
             metrics: metrics.clone(),
+            idempotency_secret: idempotency_secret.into_bytes(),
         });
         let module = rpc::module(cx).context("registering methods")?;
         metrics.set_methods(module.method_names());

@@ -218,6 +218,17 @@ async fn pruner(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop:
                 }
             }
         }
+        // First answers recorded under idempotency keys, past their retention.
+        loop {
+            match store.prune_recorded_answers(clock.now(), BATCH).await {
+                Ok(n) if n == BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    failed(&e, "pruning recorded answers failed");
+                    break;
+                }
+            }
+        }
         // Operation records of write batches (`store/batch.rs`), past their retention.
         loop {
             match store.prune_ops(BATCH).await {

@@ -2,9 +2,13 @@
 //!
 //! A plaintext secret exists only in the response that created it. Everything that is stored,
 //! logged or compared at rest is [`digest`] output.
+//!
+//! A call that carries an idempotency key gets its secret from a [`Mint`] keyed by it, so a
+//! retry of the call can hand back the same secret without any plaintext having been stored.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -25,7 +29,12 @@ pub fn generate_id() -> String {
 
 /// Lowercase hex SHA-256 of a secret: the only form in which secrets are stored.
 pub fn digest(secret: &str) -> String {
-    let hash = Sha256::digest(secret.as_bytes());
+    digest_bytes(secret.as_bytes())
+}
+
+/// Lowercase hex SHA-256 of bytes.
+pub fn digest_bytes(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);
     for byte in hash {
         out.push(char::from(HEX[usize::from(byte >> 4)]));
@@ -42,6 +51,58 @@ pub fn s256(input: &str) -> String {
 /// Compares two strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Where the one secret a call mints comes from.
+#[derive(Clone)]
+pub enum Mint {
+    /// The OS RNG: a call without an idempotency key.
+    Random,
+    /// Derived from a server-held secret and the call's idempotency key (see
+    /// [`Mint::keyed`]): the same call retried under the same key mints the same secret.
+    Keyed([u8; SECRET_BYTES]),
+}
+
+impl Mint {
+    /// The mint of a call with an idempotency key: HMAC-SHA256 under `server_secret` of the
+    /// method and the key. Whoever can recompute it needs both the server secret and the key,
+    /// and the key is never stored (only a digest of it), so nothing at rest yields the secret
+    /// unless the key can be guessed.
+    pub fn keyed(server_secret: &[u8], method: &str, key: &str) -> Self {
+        // HMAC accepts keys of any length.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(server_secret) else {
+            return Mint::Random;
+        };
+        mac.update(b"authstore idempotency v1\0");
+        mac.update(method.as_bytes());
+        mac.update(b"\0");
+        mac.update(key.as_bytes());
+        Mint::Keyed(mac.finalize().into_bytes().into())
+    }
+
+    /// The secret: 256 bits, base64url without padding (43 characters), like
+    /// [`generate_secret`].
+    pub fn secret(&self) -> String {
+        match self {
+            Mint::Random => generate_secret(),
+            Mint::Keyed(bytes) => URL_SAFE_NO_PAD.encode(bytes),
+        }
+    }
+}
+
+impl std::fmt::Debug for Mint {
+    // A keyed mint is as good as the secret it makes: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mint::Random => "Mint::Random",
+            Mint::Keyed(_) => "Mint::Keyed(..)",
+        })
+    }
+}
+
+/// A fresh server secret for keyed mints (32 bytes from the OS RNG), base64url.
+pub fn generate_server_secret() -> String {
+    random_b64(SECRET_BYTES)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -75,6 +136,20 @@ mod tests {
     #[test]
     fn s256_matches_rfc7636_appendix_b() {
         assert_eq!(s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
+
+    #[test]
+    fn keyed_mints_repeat_per_method_and_key_and_differ_otherwise() {
+        let server = b"0123456789abcdef0123456789abcdef";
+        let a = Mint::keyed(server, "code.issue", "k1").secret();
+        assert_eq!(a, Mint::keyed(server, "code.issue", "k1").secret());
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, Mint::keyed(server, "code.issue", "k2").secret());
+        assert_ne!(a, Mint::keyed(server, "token.issue", "k1").secret());
+        assert_ne!(a, Mint::keyed(b"another server secret", "code.issue", "k1").secret());
+        // The separator keeps method and key apart: ("ab", "c") is not ("a", "bc").
+        assert_ne!(Mint::keyed(server, "ab", "c").secret(), Mint::keyed(server, "a", "bc").secret());
+        assert_ne!(Mint::Random.secret(), Mint::Random.secret());
     }
 
     #[test]

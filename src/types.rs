@@ -63,6 +63,8 @@ pub struct ClientRegister {
     pub client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `client.update` params: a full replacement of the metadata.
@@ -74,6 +76,8 @@ pub struct ClientUpdate {
     pub metadata: ClientMetadata,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_secret: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `client.register` and `client.update` take the metadata fields at the top level of their
@@ -140,6 +144,7 @@ metadata_params! {
     ClientRegisterParams => ClientRegister {
         client_id: Option<String>,
         client_secret: Option<String>,
+        idempotency_key: Option<String>,
     }
 }
 
@@ -148,6 +153,7 @@ metadata_params! {
     ClientUpdateParams => ClientUpdate {
         client_id: String,
         rotate_secret: Option<bool>,
+        idempotency_key: Option<String>,
     }
 }
 
@@ -159,6 +165,10 @@ pub struct ClientCacheDocument {
     pub document: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_secs: Option<u64>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Params naming one client.
@@ -166,6 +176,17 @@ pub struct ClientCacheDocument {
 #[serde(deny_unknown_fields)]
 pub struct ClientRef {
     pub client_id: String,
+}
+
+/// `client.delete` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientDelete {
+    pub client_id: String,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `client.authenticate` params.
@@ -245,6 +266,10 @@ pub struct SessionPut {
     pub data: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_secs: Option<u64>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A pending authorization session.
@@ -272,6 +297,17 @@ pub struct SessionRef {
     pub id: String,
 }
 
+/// `session.delete` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionDelete {
+    pub id: String,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
 /// `session.update` params: only the fields given change.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +321,10 @@ pub struct SessionUpdate {
     pub data: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_secs: Option<u64>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `session.list` params.
@@ -311,6 +351,10 @@ pub struct SessionPurge {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `{purged: n}`.
@@ -346,14 +390,25 @@ pub struct CodeIssue {
     pub ttl_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
-/// A freshly issued authorization code: the only time its plaintext is seen.
+/// A freshly issued authorization code: the only time its plaintext is seen. It also carries
+/// what the portal needs to build the redirect (`state` is the session's, when the code was
+/// issued from one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IssuedCode {
     pub code: String,
     pub grant_id: String,
     pub expires_at: DateTime<Utc>,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
 }
 
 /// `code.consume` params.
@@ -366,6 +421,10 @@ pub struct CodeConsume {
     pub code_verifier: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// What a successful `code.consume` hands back to the token endpoint.
@@ -400,15 +459,24 @@ pub struct TokenIssue {
     pub ttl_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
-/// A freshly issued refresh token: the only time its plaintext is seen.
+/// A freshly issued refresh token: the only time its plaintext is seen. It also carries what
+/// the portal needs to mint the access token that goes with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IssuedToken {
     pub token: String,
     pub token_id: String,
     pub grant_id: String,
     pub expires_at: DateTime<Utc>,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
 }
 
 /// Params carrying one refresh token.
@@ -443,6 +511,10 @@ pub struct TokenRotate {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_secs: Option<u64>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `token.revoke` params: exactly one of `{token}`, `{grant_id}`, `{client_id, user_id?}`,
@@ -459,6 +531,10 @@ pub struct TokenRevoke {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Makes a retry of this call over a lost connection return the first answer (1 to 128
+    /// printable ASCII characters, unique per operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `{revoked: n}`.
@@ -495,6 +571,14 @@ pub struct ServerInfo {
     pub storage: String,
     pub started_at: DateTime<Utc>,
     pub uptime_secs: u64,
+    /// The wire contract this server speaks (`v1`).
+    pub contract: String,
+    /// The newest event cursor: subscribe with `since: head` to start "from now" and still
+    /// hold a cursor to resume from.
+    pub head: String,
+    /// The oldest cursor `since` still accepts (the cursor just before the oldest retained
+    /// event, or `head` when none is retained); older ones are `cursor_expired`.
+    pub oldest: String,
 }
 
 /// `server.stats` result: live counts per kind.
@@ -573,10 +657,10 @@ mod tests {
     fn register_and_update_params_carry_every_metadata_field() {
         let metadata = properties::<ClientMetadata>();
         let mut register = metadata.clone();
-        register.extend(["client_id".to_string(), "client_secret".to_string()]);
+        register.extend(["client_id".to_string(), "client_secret".to_string(), "idempotency_key".to_string()]);
         assert_eq!(properties::<ClientRegister>(), register);
         let mut update = metadata;
-        update.extend(["client_id".to_string(), "rotate_secret".to_string()]);
+        update.extend(["client_id".to_string(), "rotate_secret".to_string(), "idempotency_key".to_string()]);
         assert_eq!(properties::<ClientUpdate>(), update);
     }
 
@@ -585,6 +669,7 @@ mod tests {
         let params = ClientRegister {
             client_id: Some("c".into()),
             client_secret: None,
+            idempotency_key: Some("k".into()),
             metadata: ClientMetadata {
                 redirect_uris: vec!["https://a.example/cb".into()],
                 client_name: Some("n".into()),

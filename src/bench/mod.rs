@@ -18,6 +18,7 @@ use clap::Args;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 
 use crate::domain::client::{self, Origin};
+use crate::domain::idempotency::Call;
 use crate::rpc::api::{ClientApiClient, CodeApiClient, ServerApiClient, SessionApiClient, TokenApiClient};
 use crate::store::Store;
 use crate::types::{
@@ -246,7 +247,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let admin = clients[0].clone();
     admin
         .register(
-            ClientRegister { client_id: Some(client_id.clone()), metadata: public_client(), client_secret: None }
+            ClientRegister { client_id: Some(client_id.clone()), metadata: public_client(), ..Default::default() }
                 .into(),
         )
         .await
@@ -428,7 +429,7 @@ fn public_client() -> ClientMetadata {
 /// Registers the tools' public client straight in `store`.
 async fn register_directly(store: &Store, client_id: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
     let meta = client::metadata(public_client(), Origin::Registered)?;
-    store.client_register(client_id.to_string(), meta, None, now).await?;
+    store.client_register(client_id.to_string(), meta, None, &Call::unkeyed(), now).await?;
     Ok(())
 }
 
@@ -462,6 +463,7 @@ fn consume(client_id: &str, code: String) -> CodeConsume {
         redirect_uri: REDIRECT.into(),
         code_verifier: VERIFIER.into(),
         resource: None,
+        idempotency_key: None,
     }
 }
 

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use super::{Outcome, Until, code_issue, consume, drive, session};
 use crate::clock::{Clock, SystemClock};
+use crate::domain::idempotency::Call;
 use crate::domain::{Policy, session as session_rules};
 use crate::store::{Location, Store, StoreConfig};
 use crate::types::TokenIssue;
@@ -49,7 +50,7 @@ pub async fn run(
                     let new = session_rules::put(session(&cid, format!("p-{w}-{i}")), &policy, now);
                     async move {
                         let new = new.map_err(|e| e.to_string())?;
-                        store.session_put(new, now).await.map(|_| true).map_err(|e| e.to_string())
+                        store.session_put(new, &Call::unkeyed(), now).await.map(|_| true).map_err(|e| e.to_string())
                     }
                 })
                 .await
@@ -65,7 +66,7 @@ pub async fn run(
                     async move {
                         let Some(new) = new else { return Ok(false) };
                         let new = new.map_err(|e| e.to_string())?;
-                        store.session_put(new, now).await.map(|_| true).map_err(|e| e.to_string())
+                        store.session_put(new, &Call::unkeyed(), now).await.map(|_| true).map_err(|e| e.to_string())
                     }
                 })
                 .await;
@@ -81,7 +82,13 @@ pub async fn run(
                     let (store, now) = (s2.clone(), c2.now());
                     let issue = TokenIssue { client_id: cid2.clone(), user_id: format!("u{w}"), ..Default::default() };
                     let p2 = p2.clone();
-                    async move { store.token_issue(issue, &p2, now).await.map(|t| t.token).map_err(|e| e.to_string()) }
+                    async move {
+                        store
+                            .token_issue(issue, &Call::unkeyed(), &p2, now)
+                            .await
+                            .map(|t| t.token)
+                            .map_err(|e| e.to_string())
+                    }
                 })
                 .await;
                 drive(&name, workers, duration, None, false, move |w, i| {
@@ -95,7 +102,13 @@ pub async fn run(
                 let codes = super::collect(workers, preload, move |_| {
                     let (store, now, p2) = (s2.clone(), c2.now(), p2.clone());
                     let issue = code_issue(&cid2);
-                    async move { store.code_issue(issue, &p2, now).await.map(|c| c.code).map_err(|e| e.to_string()) }
+                    async move {
+                        store
+                            .code_issue(issue, &Call::unkeyed(), &p2, now)
+                            .await
+                            .map(|c| c.code)
+                            .map_err(|e| e.to_string())
+                    }
                 })
                 .await;
                 drive(&name, workers, duration, None, false, move |w, i| {
@@ -103,7 +116,11 @@ pub async fn run(
                     let p = codes.get(w + i as usize * workers).map(|code| consume(&cid, code.clone()));
                     async move {
                         let Some(p) = p else { return Ok(false) };
-                        store.code_consume(&p, &policy, now).await.map(|_| true).map_err(|e| e.to_string())
+                        store
+                            .code_consume(&p, &Call::unkeyed(), &policy, now)
+                            .await
+                            .map(|_| true)
+                            .map_err(|e| e.to_string())
                     }
                 })
                 .await

@@ -172,7 +172,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let _ = admin
-        .register(ClientRegister { client_id: Some("soak".into()), metadata: meta, client_secret: None }.into())
+        .register(ClientRegister { client_id: Some("soak".into()), metadata: meta, ..Default::default() }.into())
         .await;
     drop(admin);
     let started = Instant::now();

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::session::optional_scope_resource_user;
 use super::{Policy, pkce, validate};
 use crate::error::{Error, InvalidGrant, Result};
-use crate::secret;
+use crate::secret::{self, Mint};
 use crate::types::{CodeConsume, CodeIssue, ConsumedCode, Session};
 
 /// A stored code, keyed by the digest of its value.
@@ -43,12 +43,20 @@ pub struct NewCode {
     pub resource: Option<String>,
     pub data: Option<String>,
     pub session_id: Option<String>,
+    /// The pending session's `state`, handed back for the redirect (not stored with the code).
+    pub state: Option<String>,
     pub expires_at: DateTime<Utc>,
 }
 
 /// Validates `code.issue`, filling omitted fields from the pending `session` when one is named.
 /// The session must already be known to be live.
-pub fn issue(p: CodeIssue, session: Option<&Session>, policy: &Policy, now: DateTime<Utc>) -> Result<NewCode> {
+pub fn issue(
+    p: CodeIssue,
+    session: Option<&Session>,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    mint: &Mint,
+) -> Result<NewCode> {
     fn pick(given: Option<String>, from_session: Option<&Option<String>>) -> Option<String> {
         given.or_else(|| from_session.cloned().flatten())
     }
@@ -86,7 +94,7 @@ pub fn issue(p: CodeIssue, session: Option<&Session>, policy: &Policy, now: Date
         (None, None) => None,
     };
     let expires_at = policy.code.expires_at("ttl_secs", p.ttl_secs, now)?;
-    let code = secret::generate_secret();
+    let code = mint.secret();
     Ok(NewCode {
         hash: secret::digest(&code),
         code,
@@ -100,6 +108,7 @@ pub fn issue(p: CodeIssue, session: Option<&Session>, policy: &Policy, now: Date
         resource,
         data,
         session_id: session.map(|s| s.id.clone()),
+        state: session.and_then(|s| s.state.clone()),
         expires_at,
     })
 }
@@ -211,6 +220,7 @@ mod tests {
             redirect_uri: "https://a.example/cb".into(),
             code_verifier: VERIFIER.into(),
             resource: None,
+            idempotency_key: None,
         }
     }
 

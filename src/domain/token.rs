@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::session::optional_scope_resource_user;
 use super::{Policy, validate};
 use crate::error::{Error, InvalidGrant, NotFound, Result};
-use crate::secret;
+use crate::secret::{self, Mint};
 use crate::types::{TokenInfo, TokenIssue, TokenRevoke, TokenRotate};
 
 /// A token's lifecycle state.
@@ -72,7 +72,7 @@ pub struct NewToken {
 }
 
 /// Validates `token.issue`.
-pub fn issue(p: TokenIssue, policy: &Policy, now: DateTime<Utc>) -> Result<NewToken> {
+pub fn issue(p: TokenIssue, policy: &Policy, now: DateTime<Utc>, mint: &Mint) -> Result<NewToken> {
     validate::id("client_id", &p.client_id)?;
     validate::user_id("user_id", &p.user_id)?;
     if let Some(grant_id) = &p.grant_id {
@@ -87,7 +87,7 @@ pub fn issue(p: TokenIssue, policy: &Policy, now: DateTime<Utc>) -> Result<NewTo
             }
             token
         }
-        None => secret::generate_secret(),
+        None => mint.secret(),
     };
     Ok(NewToken {
         hash: secret::digest(&token),
@@ -240,22 +240,22 @@ pub enum RevokeScope {
 /// Validates `token.revoke`: exactly one of the four shapes.
 pub fn revoke_scope(p: TokenRevoke) -> Result<RevokeScope> {
     match p {
-        TokenRevoke { token: Some(token), grant_id: None, client_id: None, user_id: None } => {
+        TokenRevoke { token: Some(token), grant_id: None, client_id: None, user_id: None, .. } => {
             token_value(&token)?;
             Ok(RevokeScope::Token(secret::digest(&token)))
         }
-        TokenRevoke { token: None, grant_id: Some(grant_id), client_id: None, user_id: None } => {
+        TokenRevoke { token: None, grant_id: Some(grant_id), client_id: None, user_id: None, .. } => {
             validate::id("grant_id", &grant_id)?;
             Ok(RevokeScope::Grant(grant_id))
         }
-        TokenRevoke { token: None, grant_id: None, client_id: Some(client_id), user_id } => {
+        TokenRevoke { token: None, grant_id: None, client_id: Some(client_id), user_id, .. } => {
             validate::id("client_id", &client_id)?;
             if let Some(user_id) = &user_id {
                 validate::user_id("user_id", user_id)?;
             }
             Ok(RevokeScope::Client { client_id, user_id })
         }
-        TokenRevoke { token: None, grant_id: None, client_id: None, user_id: Some(user_id) } => {
+        TokenRevoke { token: None, grant_id: None, client_id: None, user_id: Some(user_id), .. } => {
             validate::user_id("user_id", &user_id)?;
             Ok(RevokeScope::User(user_id))
         }
@@ -321,7 +321,7 @@ mod tests {
     }
 
     fn req() -> TokenRotate {
-        TokenRotate { token: "x".into(), client_id: "c".into(), scope: None, ttl_secs: None }
+        TokenRotate { token: "x".into(), client_id: "c".into(), ..Default::default() }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub trait ClientApi {
 
     /// Deletes a client and everything that hangs off it.
     #[method(name = "delete")]
-    async fn delete(&self, params: Params<ClientRef>) -> RpcResult<Deleted>;
+    async fn delete(&self, params: Params<ClientDelete>) -> RpcResult<Deleted>;
 
     /// Stores a client ID metadata document fetched by the portal.
     #[method(name = "cache_document")]
@@ -56,7 +56,7 @@ pub trait SessionApi {
 
     /// Deletes a session.
     #[method(name = "delete")]
-    async fn delete(&self, params: Params<SessionRef>) -> RpcResult<Deleted>;
+    async fn delete(&self, params: Params<SessionDelete>) -> RpcResult<Deleted>;
 
     /// Live sessions, one page at a time.
     #[method(name = "list")]

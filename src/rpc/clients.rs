@@ -12,8 +12,8 @@ use crate::domain::{cursor, validate};
 use crate::error::Error;
 use crate::secret;
 use crate::types::{
-    Authenticated, Client, ClientAuthenticate, ClientCacheDocument, ClientList, ClientMetadata, ClientRef,
-    ClientRegister, ClientUpdate, Deleted, Page,
+    Authenticated, Client, ClientAuthenticate, ClientCacheDocument, ClientDelete, ClientList, ClientMetadata,
+    ClientRef, ClientRegister, ClientUpdate, Deleted, Page,
 };
 
 pub struct ClientRpc {
@@ -24,7 +24,9 @@ pub struct ClientRpc {
 impl ClientApiServer for ClientRpc {
     /// Handler for `client.register`.
     async fn register(&self, params: Params<ClientRegister>) -> RpcResult<Client> {
-        let p = params.into_inner()?;
+        let mut p = params.into_inner()?;
+        let now = self.cx.now();
+        let call = self.cx.call("client.register", p.idempotency_key.take(), &p, now)?;
         let meta = client::metadata(p.metadata, Origin::Registered)?;
         let client_id = match p.client_id {
             Some(id) => {
@@ -38,12 +40,11 @@ impl ClientApiServer for ClientRpc {
                 client::client_secret("client_secret", &s)?;
                 Some(s)
             }
-            (true, None) => Some(secret::generate_secret()),
+            (true, None) => Some(call.mint.secret()),
             (false, Some(_)) => return Err(Error::invalid("client_secret", "a public client has no secret").into()),
             (false, None) => None,
         };
-        let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.client_register(client_id, meta, secret, now).await }).await
+        self.cx.run(move |cx| async move { cx.store.client_register(client_id, meta, secret, &call, now).await }).await
     }
 
     /// Handler for `client.get`.
@@ -67,12 +68,13 @@ impl ClientApiServer for ClientRpc {
 
     /// Handler for `client.update`.
     async fn update(&self, params: Params<ClientUpdate>) -> RpcResult<Client> {
-        let p = params.into_inner()?;
+        let mut p = params.into_inner()?;
         client_id_syntax(&p.client_id)?;
+        let now = self.cx.now();
+        let call = self.cx.call("client.update", p.idempotency_key.take(), &p, now)?;
         let meta = client::metadata(p.metadata, Origin::Registered)?;
         let rotate = p.rotate_secret.unwrap_or(false);
-        let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.client_update(&p.client_id, meta, rotate, now).await }).await
+        self.cx.run(move |cx| async move { cx.store.client_update(&p.client_id, meta, rotate, &call, now).await }).await
     }
 
     /// Handler for `client.authenticate`.
@@ -89,18 +91,22 @@ impl ClientApiServer for ClientRpc {
     }
 
     /// Handler for `client.delete`.
-    async fn delete(&self, params: Params<ClientRef>) -> RpcResult<Deleted> {
-        let p = params.into_inner()?;
+    async fn delete(&self, params: Params<ClientDelete>) -> RpcResult<Deleted> {
+        let mut p = params.into_inner()?;
         client_id_syntax(&p.client_id)?;
         let now = self.cx.now();
-        let deleted = self.cx.run(move |cx| async move { cx.store.client_delete(&p.client_id, now).await }).await?;
+        let call = self.cx.call("client.delete", p.idempotency_key.take(), &p, now)?;
+        let deleted =
+            self.cx.run(move |cx| async move { cx.store.client_delete(&p.client_id, &call, now).await }).await?;
         Ok(Deleted { deleted })
     }
 
     /// Handler for `client.cache_document`.
     async fn cache_document(&self, params: Params<ClientCacheDocument>) -> RpcResult<Client> {
-        let p = params.into_inner()?;
+        let mut p = params.into_inner()?;
         client::document_url("client_id", &p.client_id)?;
+        let now = self.cx.now();
+        let call = self.cx.call("client.cache_document", p.idempotency_key.take(), &p, now)?;
         let document_id = p.document.get("client_id").and_then(|v| v.as_str());
         if document_id != Some(p.client_id.as_str()) {
             return Err(Error::invalid("document.client_id", "must equal the URL the document was fetched from").into());
@@ -114,9 +120,8 @@ impl ClientApiServer for ClientRpc {
             Some(n) if n > 366 * 86_400 => return Err(Error::invalid("max_age_secs", "must be at most a year").into()),
             Some(n) => n,
         };
-        let now = self.cx.now();
         self.cx
-            .run(move |cx| async move { cx.store.client_cache_document(p.client_id, meta, max_age, now).await })
+            .run(move |cx| async move { cx.store.client_cache_document(p.client_id, meta, max_age, &call, now).await })
             .await
     }
 }

@@ -18,16 +18,18 @@ pub struct CodeRpc {
 impl CodeApiServer for CodeRpc {
     /// Handler for `code.issue`.
     async fn issue(&self, params: Params<CodeIssue>) -> RpcResult<IssuedCode> {
-        let p = params.into_inner()?;
+        let mut p = params.into_inner()?;
         let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.code_issue(p, &cx.policy, now).await }).await
+        let call = self.cx.call("code.issue", p.idempotency_key.take(), &p, now)?;
+        self.cx.run(move |cx| async move { cx.store.code_issue(p, &call, &cx.policy, now).await }).await
     }
 
     /// Handler for `code.consume`.
     async fn consume(&self, params: Params<CodeConsume>) -> RpcResult<ConsumedCode> {
-        let p = params.into_inner()?;
+        let mut p = params.into_inner()?;
         code::consume_params(&p)?;
         let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.code_consume(&p, &cx.policy, now).await }).await
+        let call = self.cx.call("code.consume", p.idempotency_key.take(), &p, now)?;
+        self.cx.run(move |cx| async move { cx.store.code_consume(&p, &call, &cx.policy, now).await }).await
     }
 }

@@ -9,6 +9,7 @@ use jsonrpsee::core::RpcResult;
 
 use crate::clock::Clock;
 use crate::domain::Policy;
+use crate::domain::idempotency::{self, Call};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -25,11 +26,25 @@ pub struct Context {
     /// How long a subscriber may leave a notification unread before it is closed.
     pub subscriber_send_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// The server secret that secrets minted under an idempotency key derive from.
+    pub idempotency_secret: Vec<u8>,
 }
 
 impl Context {
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Describes the state-changing call `method`: its idempotency key (taken out of `params`
+    /// by the caller, so the params compared on a retry are the rest) and its mint.
+    pub fn call<P: serde::Serialize>(
+        &self,
+        method: &str,
+        key: Option<String>,
+        params: &P,
+        now: DateTime<Utc>,
+    ) -> Result<Call, Error> {
+        idempotency::call(method, key.as_deref(), params, &self.idempotency_secret, now)
     }
 
     /// Runs one operation to completion on its own task, so that a client hanging up

@@ -155,9 +155,8 @@ pub(super) async fn serve(
         }
         Some(since) => {
             // Events after `since` must all still be retained.
-            let first_missing = bounds.oldest.unwrap_or(bounds.head + 1);
-            if since + 1 < first_missing {
-                let oldest = (first_missing - 1).to_string();
+            if since < bounds.resume_from() {
+                let oldest = bounds.resume_from().to_string();
                 pending.reject(ErrorObjectOwned::from(Error::CursorExpired { oldest })).await;
                 return Ok(());
             }

@@ -8,6 +8,9 @@ use super::api::ServerApiServer;
 use super::context::Context;
 use crate::types::{ServerInfo, ServerStats};
 
+/// The wire contract `server.info` names.
+const CONTRACT: &str = "v1";
+
 pub struct ServerRpc {
     pub(super) cx: Arc<Context>,
 }
@@ -22,12 +25,16 @@ impl ServerApiServer for ServerRpc {
     /// Handler for `server.info`.
     async fn info(&self) -> RpcResult<ServerInfo> {
         let uptime = (self.cx.now() - self.cx.started_at).num_seconds().max(0) as u64;
+        let bounds = self.cx.run(|cx| async move { cx.store.log_bounds().await }).await?;
         Ok(ServerInfo {
             name: env!("CARGO_PKG_NAME").to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             storage: self.cx.store.kind().to_string(),
             started_at: self.cx.started_at,
             uptime_secs: uptime,
+            contract: CONTRACT.to_string(),
+            head: bounds.head.to_string(),
+            oldest: bounds.resume_from().to_string(),
         })
     }
 

@@ -12,7 +12,8 @@ use super::params::Params;
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
 use crate::types::{
-    Deleted, Page, Purged, Session, SessionList, SessionPurge, SessionPut, SessionRef, SessionUpdate, Subscribe,
+    Deleted, Page, Purged, Session, SessionDelete, SessionList, SessionPurge, SessionPut, SessionRef, SessionUpdate,
+    Subscribe,
 };
 
 pub struct SessionRpc {
@@ -23,9 +24,11 @@ pub struct SessionRpc {
 impl SessionApiServer for SessionRpc {
     /// Handler for `session.put`.
     async fn put(&self, params: Params<SessionPut>) -> RpcResult<Session> {
+        let mut p = params.into_inner()?;
         let now = self.cx.now();
-        let new = session::put(params.into_inner()?, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_put(new, now).await }).await
+        let call = self.cx.call("session.put", p.idempotency_key.take(), &p, now)?;
+        let new = session::put(p, &self.cx.policy, now)?;
+        self.cx.run(move |cx| async move { cx.store.session_put(new, &call, now).await }).await
     }
 
     /// Handler for `session.get`.
@@ -39,17 +42,20 @@ impl SessionApiServer for SessionRpc {
 
     /// Handler for `session.update`.
     async fn update(&self, params: Params<SessionUpdate>) -> RpcResult<Session> {
+        let mut p = params.into_inner()?;
         let now = self.cx.now();
-        let change = session::update(params.into_inner()?, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_update(change, now).await }).await
+        let call = self.cx.call("session.update", p.idempotency_key.take(), &p, now)?;
+        let change = session::update(p, &self.cx.policy, now)?;
+        self.cx.run(move |cx| async move { cx.store.session_update(change, &call, now).await }).await
     }
 
     /// Handler for `session.delete`.
-    async fn delete(&self, params: Params<SessionRef>) -> RpcResult<Deleted> {
-        let p = params.into_inner()?;
+    async fn delete(&self, params: Params<SessionDelete>) -> RpcResult<Deleted> {
+        let mut p = params.into_inner()?;
         validate::id("id", &p.id)?;
         let now = self.cx.now();
-        let deleted = self.cx.run(move |cx| async move { cx.store.session_delete(&p.id, now).await }).await?;
+        let call = self.cx.call("session.delete", p.idempotency_key.take(), &p, now)?;
+        let deleted = self.cx.run(move |cx| async move { cx.store.session_delete(&p.id, &call, now).await }).await?;
         Ok(Deleted { deleted })
     }
 
@@ -68,10 +74,11 @@ impl SessionApiServer for SessionRpc {
 
     /// Handler for `session.purge`.
     async fn purge(&self, params: Params<SessionPurge>) -> RpcResult<Purged> {
-        let p = params.into_inner()?;
-        let filter = filter(p.client_id, p.user_id)?;
+        let mut p = params.into_inner()?;
         let now = self.cx.now();
-        let purged = self.cx.run(move |cx| async move { cx.store.session_purge(&filter, now).await }).await?;
+        let call = self.cx.call("session.purge", p.idempotency_key.take(), &p, now)?;
+        let filter = filter(p.client_id, p.user_id)?;
+        let purged = self.cx.run(move |cx| async move { cx.store.session_purge(&filter, &call, now).await }).await?;
         Ok(Purged { purged })
     }
 

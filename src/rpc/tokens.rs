@@ -23,9 +23,10 @@ pub struct TokenRpc {
 impl TokenApiServer for TokenRpc {
     /// Handler for `token.issue`.
     async fn issue(&self, params: Params<TokenIssue>) -> RpcResult<IssuedToken> {
-        let p = params.into_inner()?;
+        let mut p = params.into_inner()?;
         let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.token_issue(p, &cx.policy, now).await }).await
+        let call = self.cx.call("token.issue", p.idempotency_key.take(), &p, now)?;
+        self.cx.run(move |cx| async move { cx.store.token_issue(p, &call, &cx.policy, now).await }).await
     }
 
     /// Handler for `token.get`.
@@ -38,17 +39,20 @@ impl TokenApiServer for TokenRpc {
 
     /// Handler for `token.rotate`.
     async fn rotate(&self, params: Params<TokenRotate>) -> RpcResult<IssuedToken> {
-        let p = params.into_inner()?;
+        let mut p = params.into_inner()?;
         token::rotate_params(&p)?;
         let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.token_rotate(&p, &cx.policy, now).await }).await
+        let call = self.cx.call("token.rotate", p.idempotency_key.take(), &p, now)?;
+        self.cx.run(move |cx| async move { cx.store.token_rotate(&p, &call, &cx.policy, now).await }).await
     }
 
     /// Handler for `token.revoke`.
     async fn revoke(&self, params: Params<TokenRevoke>) -> RpcResult<Revoked> {
-        let scope = token::revoke_scope(params.into_inner()?)?;
+        let mut p = params.into_inner()?;
         let now = self.cx.now();
-        let revoked = self.cx.run(move |cx| async move { cx.store.token_revoke(scope, now).await }).await?;
+        let call = self.cx.call("token.revoke", p.idempotency_key.take(), &p, now)?;
+        let scope = token::revoke_scope(p)?;
+        let revoked = self.cx.run(move |cx| async move { cx.store.token_revoke(scope, &call, now).await }).await?;
         Ok(Revoked { revoked })
     }
 

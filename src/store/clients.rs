@@ -4,14 +4,16 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
 use super::events::{BY_CLIENT, revoke_families, session_event};
-use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
+use super::idempotency::{bind, record_answer};
+use super::{Store, StoreError, Vars, record, take_all, take_returned};
 use crate::domain::client::ValidMetadata;
+use crate::domain::idempotency::Call;
 use crate::error::{Error, InvalidClient, NotFound};
 use crate::secret;
 use crate::types::{Client, ClientMetadata};
 
 /// A `client` row as stored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(super) struct ClientRow {
     client_id: String,
     origin: String,
@@ -62,13 +64,22 @@ impl Store {
         client_id: String,
         meta: ValidMetadata,
         secret: Option<String>,
+        call: &Call,
         now: DateTime<Utc>,
     ) -> Result<Client, StoreError> {
         let metadata = metadata_json(&meta.metadata)?;
-        const SQL: &str = "CREATE ONLY $rid SET client_id = $client_id, origin = 'registered', metadata = $metadata, \
-            redirect_uris = $redirect_uris, secret_hash = $secret_hash, issued_at = $now, updated_at = $now, \
-            incarnation = $incarnation RETURN AFTER";
-        let vars = Vars::new()
+        let keyed = call.keyed.as_ref();
+        let sql = format!(
+            "BEGIN; \
+             LET $r = (CREATE ONLY $rid SET client_id = $client_id, origin = 'registered', metadata = $metadata, \
+                redirect_uris = $redirect_uris, secret_hash = $secret_hash, issued_at = $now, updated_at = $now, \
+                incarnation = $incarnation RETURN AFTER); \
+             {record} \
+             RETURN $r; \
+             COMMIT;",
+            record = record_answer("$r"),
+        );
+        let vars = bind(Vars::new(), keyed)
             .set("incarnation", secret::generate_id())
             .set("rid", record("client", &client_id))
             .set("client_id", client_id)
@@ -76,7 +87,15 @@ impl Store {
             .set("redirect_uris", meta.metadata.redirect_uris)
             .set("secret_hash", secret.as_deref().map(secret::digest))
             .set("now", now);
-        let row: Option<ClientRow> = take_one(&mut self.query(SQL, vars).await?, 0)?;
+        // A retry gets the recorded client and the same secret: the caller's, or minted again
+        // from the key.
+        let row: Option<ClientRow> = self
+            .keyed(
+                keyed,
+                |row: ClientRow| Ok(Some(row)),
+                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+            )
+            .await?;
         let row = row.ok_or_else(|| StoreError::Decode("CREATE returned nothing".into()))?;
         Ok(with_secret(row.into_client(now)?, secret))
     }
@@ -87,18 +106,25 @@ impl Store {
         client_id: String,
         meta: ValidMetadata,
         max_age_secs: u64,
+        call: &Call,
         now: DateTime<Utc>,
     ) -> Result<Client, StoreError> {
         let metadata = metadata_json(&meta.metadata)?;
+        let keyed = call.keyed.as_ref();
         // A registered client keeps its registration: a document may not take over its id.
-        const SQL: &str = "BEGIN; \
-            IF (SELECT VALUE origin FROM ONLY $rid) = 'registered' { THROW 'authstore:conflict' }; \
-            UPSERT ONLY $rid SET client_id = $client_id, origin = 'document', metadata = $metadata, \
+        let sql = format!(
+            "BEGIN; \
+             IF (SELECT VALUE origin FROM ONLY $rid) = 'registered' {{ THROW 'authstore:conflict' }}; \
+             LET $r = (UPSERT ONLY $rid SET client_id = $client_id, origin = 'document', metadata = $metadata, \
                 redirect_uris = $redirect_uris, secret_hash = NONE, issued_at = issued_at ?? $now, \
                 updated_at = $now, max_age_secs = $max_age_secs, incarnation = incarnation ?? $incarnation \
-                RETURN AFTER; \
-            COMMIT;";
-        let vars = Vars::new()
+                RETURN AFTER); \
+             {record} \
+             RETURN $r; \
+             COMMIT;",
+            record = record_answer("$r"),
+        );
+        let vars = bind(Vars::new(), keyed)
             .set("rid", record("client", &client_id))
             .set("incarnation", secret::generate_id())
             .set("client_id", client_id)
@@ -106,8 +132,13 @@ impl Store {
             .set("redirect_uris", meta.metadata.redirect_uris)
             .set("max_age_secs", i64::try_from(max_age_secs).unwrap_or(i64::MAX))
             .set("now", now);
-        let row: Option<ClientRow> =
-            self.retrying(|| async { take_returned(&mut self.query(SQL, vars.clone()).await?) }).await?;
+        let row: Option<ClientRow> = self
+            .keyed(
+                keyed,
+                |row: ClientRow| Ok(Some(row)),
+                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+            )
+            .await?;
         row.ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))?.into_client(now)
     }
 
@@ -143,12 +174,22 @@ impl Store {
         client_id: &str,
         meta: ValidMetadata,
         rotate_secret: bool,
+        call: &Call,
         now: DateTime<Utc>,
     ) -> Result<Client, StoreError> {
         let metadata = metadata_json(&meta.metadata)?;
         let confidential = meta.auth_method.is_confidential();
         let rid = record("client", client_id);
-        self.retrying(|| async {
+        let keyed = call.keyed.as_ref();
+        // A retry gets the recorded client and, if the first call minted a secret (the recorded
+        // digest is that of the secret the key mints), that secret again.
+        let recalled = |row: ClientRow| {
+            let minted = call.mint.secret();
+            let again =
+                row.secret_hash.as_deref().is_some_and(|h| secret::constant_time_eq(h, &secret::digest(&minted)));
+            Ok(with_secret(row.into_client(now)?, again.then_some(minted)))
+        };
+        self.keyed(keyed, recalled, || async {
             let Some(current) = self.client_row(client_id).await? else {
                 return Err(Error::NotFound(NotFound::Missing).into());
             };
@@ -160,23 +201,30 @@ impl Store {
                 .into());
             }
             let new_secret =
-                (confidential && (rotate_secret || current.secret_hash.is_none())).then(secret::generate_secret);
+                (confidential && (rotate_secret || current.secret_hash.is_none())).then(|| call.mint.secret());
             let secret_hash = match (&new_secret, confidential) {
                 (Some(s), _) => Some(secret::digest(s)),
                 (None, true) => current.secret_hash.clone(),
                 (None, false) => None,
             };
             // Conditional on the secret we read, so a concurrent rotation is not lost.
-            const SQL: &str = "UPDATE ONLY $rid SET metadata = $metadata, redirect_uris = $redirect_uris, \
-                secret_hash = $secret_hash, updated_at = $now WHERE secret_hash = $seen_secret_hash RETURN AFTER";
-            let vars = Vars::new()
+            let sql = format!(
+                "BEGIN; \
+                 LET $r = (UPDATE ONLY $rid SET metadata = $metadata, redirect_uris = $redirect_uris, \
+                    secret_hash = $secret_hash, updated_at = $now WHERE secret_hash = $seen_secret_hash RETURN AFTER); \
+                 IF $r != NONE {{ {record} }}; \
+                 RETURN $r; \
+                 COMMIT;",
+                record = record_answer("$r"),
+            );
+            let vars = bind(Vars::new(), keyed)
                 .set("rid", rid.clone())
                 .set("metadata", metadata.clone())
                 .set("redirect_uris", meta.metadata.redirect_uris.clone())
                 .set("secret_hash", secret_hash)
                 .set("seen_secret_hash", current.secret_hash)
                 .set("now", now);
-            let row: Option<ClientRow> = take_one(&mut self.query(SQL, vars).await?, 0)?;
+            let row: Option<ClientRow> = take_returned(&mut self.query(&sql, vars).await?)?;
             let row = row.ok_or(StoreError::Retry)?;
             Ok(with_secret(row.into_client(now)?, new_secret))
         })
@@ -200,7 +248,8 @@ impl Store {
 
     /// `client.delete`: removes the client and, in the same transaction, purges its sessions,
     /// removes its codes and revokes its refresh tokens, with events.
-    pub async fn client_delete(&self, client_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn client_delete(&self, client_id: &str, call: &Call, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let keyed = call.keyed.as_ref();
         let sql = format!(
             "BEGIN; \
              LET $c = (DELETE ONLY $rid RETURN BEFORE); \
@@ -208,18 +257,25 @@ impl Store {
              FOR $s IN $gone {{ {purged} }}; \
              DELETE code WHERE client_id = $client_id; \
              {revoke} \
+             {record} \
              RETURN $c != NONE; \
              COMMIT;",
             purged = session_event("purged", "$s"),
             revoke = revoke_families(&BY_CLIENT),
+            record = record_answer("$c != NONE"),
         );
-        let vars = Vars::new()
+        let vars = bind(Vars::new(), keyed)
             .set("rid", record("client", client_id))
             .set("client_id", client_id.to_string())
             .set("reason", "client_deleted")
             .set("now", now);
-        let deleted: Option<bool> =
-            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        let deleted: Option<bool> = self
+            .keyed(
+                keyed,
+                |deleted: bool| Ok(Some(deleted)),
+                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+            )
+            .await?;
         Ok(deleted.unwrap_or(false))
     }
 }

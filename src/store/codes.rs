@@ -4,8 +4,10 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{BY_GRANT, revoke_tokens};
+use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume};
+use crate::domain::idempotency::{Call, Keyed};
 use crate::domain::token::FamilyRecord;
 use crate::domain::{Policy, session, validate};
 use crate::error::{Error, InvalidClient, InvalidGrant, NotFound};
@@ -18,13 +20,17 @@ impl Store {
     pub async fn code_issue(
         &self,
         p: CodeIssue,
+        call: &Call,
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<IssuedCode, StoreError> {
         if let Some(id) = &p.session_id {
             validate::id("session_id", id)?;
         }
-        self.retrying(|| async {
+        let keyed = call.keyed.as_ref();
+        // A retry gets the recorded answer and the code minted again (it is never stored).
+        let recalled = |answer: IssuedCode| Ok(IssuedCode { code: call.mint.secret(), ..answer });
+        self.keyed(keyed, recalled, || async {
             let pending = match &p.session_id {
                 Some(id) => {
                     let row = self.session_row(id).await?;
@@ -35,7 +41,7 @@ impl Store {
                 }
                 None => None,
             };
-            let new = code::issue(p.clone(), pending.as_ref().map(|(s, _, _)| s), policy, now)?;
+            let new = code::issue(p.clone(), pending.as_ref().map(|(s, _, _)| s), policy, now, &call.mint)?;
             let client =
                 self.client_row(&new.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
             if !validate::redirect_uri_registered(&new.redirect_uri, &client.redirect_uris) {
@@ -69,13 +75,26 @@ impl Store {
                     code_challenge_method = $code_challenge_method, scope = $scope, resource = $resource, \
                     data = $data, session_id = $session_id, issued_at = $now, expires_at = $expires_at \
                     RETURN NONE; \
-                 COMMIT;"
+                 {record} \
+                 COMMIT;",
+                record = record_answer("$idem_answer"),
             );
             let (session_rid, session_rev) = match &pending {
                 Some((s, rev, _)) => (Some(record("session", &s.id)), *rev),
                 None => (None, 0),
             };
-            let vars = Vars::new()
+            let issued = IssuedCode {
+                code: new.code.clone(),
+                grant_id: new.grant_id.clone(),
+                expires_at: new.expires_at,
+                client_id: new.client_id.clone(),
+                redirect_uri: new.redirect_uri.clone(),
+                state: new.state.clone(),
+                scope: new.scope.clone(),
+                resource: new.resource.clone(),
+            };
+            let vars = bind(Vars::new(), keyed)
+                .set("idem_answer", recordable(&issued)?)
                 .set("client", record("client", &new.client_id))
                 .set("incarnation", client.incarnation)
                 .set("client_updated_at", client.updated_at)
@@ -95,7 +114,7 @@ impl Store {
                 .set("expires_at", new.expires_at)
                 .set("now", now);
             self.query(&sql, vars).await?;
-            Ok(IssuedCode { code: new.code, grant_id: new.grant_id, expires_at: new.expires_at })
+            Ok(issued)
         })
         .await
     }
@@ -105,36 +124,50 @@ impl Store {
     pub async fn code_consume(
         &self,
         p: &CodeConsume,
+        call: &Call,
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<ConsumedCode, StoreError> {
         let key = secret::digest(&p.code);
-        self.retrying(|| async {
-            let stored: Option<CodeRecord> = self.row("code", &key).await?;
-            let stored = stored.ok_or(Error::NotFound(NotFound::Missing))?;
-            let decision = code::consume(&stored, p, now);
-            if decision == Consume::Replay {
-                self.revoke_replayed_grant(&stored, policy, now).await?;
-                return Err(Error::InvalidGrant(InvalidGrant::Consumed).into());
-            }
-            // The gate: exactly one transaction can move consumed_at from NONE. The used code is
-            // kept for the replay window, so a late replay still revokes the grant.
-            const BURN: &str = "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until \
+        let keyed = call.keyed.as_ref();
+        self.keyed(
+            keyed,
+            |consumed: ConsumedCode| Ok(consumed),
+            || async {
+                let stored: Option<CodeRecord> = self.row("code", &key).await?;
+                let stored = stored.ok_or(Error::NotFound(NotFound::Missing))?;
+                let decision = code::consume(&stored, p, now);
+                if decision == Consume::Replay {
+                    self.revoke_replayed_grant(&stored, policy, now, keyed).await?;
+                    return Err(Error::InvalidGrant(InvalidGrant::Consumed).into());
+                }
+                // The gate: exactly one transaction can move consumed_at from NONE. The used code is
+                // kept for the replay window, so a late replay still revokes the grant.
+                const BURN: &str = "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until \
                  WHERE consumed_at = NONE RETURN AFTER";
-            let window = Duration::seconds(i64::try_from(policy.code_replay_window_secs).unwrap_or(i64::MAX / 1000));
-            let keep_until = stored.expires_at.max(now + window);
-            let vars = Vars::new().set("rid", record("code", &key)).set("now", now).set("keep_until", keep_until);
-            let burned: Option<CodeRecord> = self.write(BURN, vars).await?;
-            if burned.is_none() {
-                // Someone else consumed (or purged) it first: decide again from a fresh read.
-                return Err(StoreError::Retry);
-            }
-            match decision {
-                Consume::Redeem => Ok(code::consumed(stored)),
-                Consume::Burn(reason) => Err(Error::InvalidGrant(reason).into()),
-                Consume::Replay => Err(Error::InvalidGrant(InvalidGrant::Consumed).into()),
-            }
-        })
+                let window =
+                    Duration::seconds(i64::try_from(policy.code_replay_window_secs).unwrap_or(i64::MAX / 1000));
+                let keep_until = stored.expires_at.max(now + window);
+                let vars = Vars::new().set("rid", record("code", &key)).set("now", now).set("keep_until", keep_until);
+                // With a key, what this call answers is recorded with the burn: the redeemed grant,
+                // or the refusal that burned the code.
+                let recorded = match &decision {
+                    Consume::Redeem => Vars::new().set("idem_answer", recordable(&code::consumed(stored.clone()))?),
+                    Consume::Burn(reason) => bind_refusal(Vars::new(), &Error::InvalidGrant(*reason)),
+                    Consume::Replay => Vars::new(),
+                };
+                let burned: Option<CodeRecord> = self.write_keyed(BURN, vars, keyed, "$idem_answer", recorded).await?;
+                if burned.is_none() {
+                    // Someone else consumed (or purged) it first: decide again from a fresh read.
+                    return Err(StoreError::Retry);
+                }
+                match decision {
+                    Consume::Redeem => Ok(code::consumed(stored)),
+                    Consume::Burn(reason) => Err(Error::InvalidGrant(reason).into()),
+                    Consume::Replay => Err(Error::InvalidGrant(InvalidGrant::Consumed).into()),
+                }
+            },
+        )
         .await
     }
 
@@ -145,6 +178,7 @@ impl Store {
         code: &CodeRecord,
         policy: &Policy,
         now: DateTime<Utc>,
+        keyed: Option<&Keyed>,
     ) -> Result<(), StoreError> {
         let family_rid = record("family", &code.grant_id);
         let family: Option<FamilyRecord> = self.row("family", &code.grant_id).await?;
@@ -158,12 +192,14 @@ impl Store {
                 expires_at = expires_at ?? $family_expires_at, revoked_at = $now, revoke_reason = $reason, \
                 active_token = NONE, rev = (rev ?? 0) + 1 RETURN NONE; \
              {revoke} \
+             {record} \
              COMMIT;",
             revoke = revoke_tokens(&BY_GRANT),
+            record = record_answer("NONE"),
         );
         let family_expires_at =
             now + Duration::seconds(i64::try_from(policy.token.max_secs).unwrap_or(i64::MAX / 1000));
-        let vars = Vars::new()
+        let vars = bind_refusal(bind(Vars::new(), keyed), &Error::InvalidGrant(InvalidGrant::Consumed))
             .set("family", family_rid)
             .set("grant_id", code.grant_id.clone())
             .set("client_id", code.client_id.clone())

@@ -11,6 +11,9 @@ pub enum StoreError {
     /// nothing). Nothing was changed; the operation runs again from a fresh read.
     #[error("transaction conflict")]
     Retry,
+    /// A call with the same idempotency key recorded its answer first; the caller reads it.
+    #[error("answer already recorded under this idempotency key")]
+    Recorded,
     /// A record with that key already exists.
     #[error("record already exists")]
     AlreadyExists,
@@ -48,7 +51,7 @@ impl From<StoreError> for Error {
         match e {
             StoreError::Rejected(e) => e,
             StoreError::AlreadyExists => Error::Conflict,
-            StoreError::Retry => {
+            StoreError::Retry | StoreError::Recorded => {
                 tracing::warn!("gave up on an operation that kept conflicting");
                 Error::Unavailable
             }

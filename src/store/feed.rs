@@ -31,6 +31,14 @@ pub struct LogBounds {
     pub oldest: Option<i64>,
 }
 
+impl LogBounds {
+    /// The oldest cursor a subscription may resume from with no gap: the one just before the
+    /// oldest retained event, or the head when nothing is retained.
+    pub fn resume_from(&self) -> i64 {
+        self.oldest.map_or(self.head, |oldest| oldest - 1)
+    }
+}
+
 /// A page of the log and the head as of the same read.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventPage {

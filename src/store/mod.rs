@@ -21,6 +21,7 @@ mod error;
 mod events;
 mod expiry;
 mod feed;
+mod idempotency;
 mod lock;
 mod schema;
 mod seed;
@@ -247,7 +248,7 @@ impl Store {
         const SQL: &str = "RETURN { db: (INFO FOR DB), client: (INFO FOR TABLE client), \
             session: (INFO FOR TABLE session), code: (INFO FOR TABLE code), family: (INFO FOR TABLE family), \
             token: (INFO FOR TABLE token), outbox: (INFO FOR TABLE outbox), event: (INFO FOR TABLE event), \
-            sequencer: (INFO FOR TABLE sequencer) }";
+            sequencer: (INFO FOR TABLE sequencer), idem: (INFO FOR TABLE idem) }";
         let mut results = self.query(SQL, Vars::new()).await?;
         let value: Option<serde_json::Value> = results.take(0)?;
         value.ok_or_else(|| StoreError::Decode("INFO FOR DB returned nothing".into()))
@@ -529,6 +530,7 @@ fn thrown(message: &str) -> Option<StoreError> {
     let reason = parts.next().unwrap_or_default();
     let error = match kind {
         "retry" => return Some(StoreError::Retry),
+        "recorded" => return Some(StoreError::Recorded),
         "conflict" => Error::Conflict,
         "not_found" => Error::NotFound(NotFound::parse(reason).unwrap_or(NotFound::Missing)),
         "invalid_grant" => Error::InvalidGrant(InvalidGrant::parse(reason)?),

@@ -4,14 +4,16 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::events::session_event;
-use super::{Store, StoreError, Vars, parse_data, record, take_all, take_one, take_returned};
+use super::idempotency::{bind, record_answer};
+use super::{Store, StoreError, Vars, parse_data, record, take_all, take_returned};
+use crate::domain::idempotency::Call;
 use crate::domain::session::{NewSession, SessionChange};
 use crate::domain::validate;
 use crate::error::{Error, InvalidClient, NotFound};
 use crate::types::Session;
 
 /// A `session` row as stored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(super) struct SessionRow {
     session_id: String,
     client_id: String,
@@ -77,7 +79,8 @@ impl SessionFilter {
 
 impl Store {
     /// `session.put`: creates or replaces a session for a registered client.
-    pub async fn session_put(&self, s: NewSession, now: DateTime<Utc>) -> Result<Session, StoreError> {
+    pub async fn session_put(&self, s: NewSession, call: &Call, now: DateTime<Utc>) -> Result<Session, StoreError> {
+        let keyed = call.keyed.as_ref();
         // The client is read before the upsert, outside its transaction: a client deleted in
         // between can leave a session behind, which expires on its own and cannot mint a
         // code: code.issue conflicts with client.delete, and refuses a session stamped with
@@ -107,7 +110,13 @@ impl Store {
             .set("data", s.data)
             .set("expires_at", s.expires_at)
             .set("now", now);
-        let row: Option<SessionRow> = self.retrying(|| self.write(SQL, vars.clone())).await?;
+        let row: Option<SessionRow> = self
+            .keyed(
+                keyed,
+                |row: SessionRow| Ok(Some(row)),
+                || self.write_keyed(SQL, vars.clone(), keyed, "$r", Vars::new()),
+            )
+            .await?;
         row.map(Session::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))
     }
 
@@ -122,19 +131,37 @@ impl Store {
     }
 
     /// `session.update`: changes the given fields of a live session.
-    pub async fn session_update(&self, c: SessionChange, now: DateTime<Utc>) -> Result<Session, StoreError> {
-        const SQL: &str = "UPDATE ONLY $rid SET user_id = $user_id ?? user_id, scope = $scope ?? scope, \
-            data = $data ?? data, expires_at = $expires_at ?? expires_at, updated_at = $now, rev += 1 \
-            WHERE expires_at > $now RETURN AFTER";
-        let vars = Vars::new()
+    pub async fn session_update(
+        &self,
+        c: SessionChange,
+        call: &Call,
+        now: DateTime<Utc>,
+    ) -> Result<Session, StoreError> {
+        let keyed = call.keyed.as_ref();
+        let sql = format!(
+            "BEGIN; \
+             LET $r = (UPDATE ONLY $rid SET user_id = $user_id ?? user_id, scope = $scope ?? scope, \
+                data = $data ?? data, expires_at = $expires_at ?? expires_at, updated_at = $now, rev += 1 \
+                WHERE expires_at > $now RETURN AFTER); \
+             IF $r != NONE {{ {record} }}; \
+             RETURN $r; \
+             COMMIT;",
+            record = record_answer("$r"),
+        );
+        let vars = bind(Vars::new(), keyed)
             .set("rid", record("session", &c.id))
             .set("user_id", c.user_id)
             .set("scope", c.scope)
             .set("data", c.data)
             .set("expires_at", c.expires_at)
             .set("now", now);
-        let updated: Option<SessionRow> =
-            self.retrying(|| async { take_one(&mut self.query(SQL, vars.clone()).await?, 0) }).await?;
+        let updated: Option<SessionRow> = self
+            .keyed(
+                keyed,
+                |row: SessionRow| Ok(Some(row)),
+                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+            )
+            .await?;
         match updated {
             Some(row) => Ok(row.into()),
             None => match self.session_row(&c.id).await? {
@@ -147,18 +174,27 @@ impl Store {
     /// `session.delete`: removes a session; `true` (and a `deleted` event) if it was live. An
     /// expired one is removed with an `expired` event (see [`session_event`]) and reported as
     /// not deleted.
-    pub async fn session_delete(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn session_delete(&self, id: &str, call: &Call, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let keyed = call.keyed.as_ref();
         let sql = format!(
             "BEGIN; \
              LET $s = (DELETE ONLY $rid RETURN BEFORE); \
              IF $s != NONE {{ {removed} }}; \
-             RETURN $s != NONE AND $s.expires_at > $now; \
+             LET $deleted = $s != NONE AND $s.expires_at > $now; \
+             {record} \
+             RETURN $deleted; \
              COMMIT;",
             removed = session_event("deleted", "$s"),
+            record = record_answer("$deleted"),
         );
-        let vars = Vars::new().set("rid", record("session", id)).set("now", now);
-        let deleted: Option<bool> =
-            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        let vars = bind(Vars::new(), keyed).set("rid", record("session", id)).set("now", now);
+        let deleted: Option<bool> = self
+            .keyed(
+                keyed,
+                |deleted: bool| Ok(Some(deleted)),
+                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+            )
+            .await?;
         Ok(deleted.unwrap_or(false))
     }
 
@@ -184,7 +220,13 @@ impl Store {
 
     /// `session.purge`: removes matching sessions (with no filter, every expired one), one
     /// event each: `purged` for a live session, `expired` for one already past its deadline.
-    pub async fn session_purge(&self, filter: &SessionFilter, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub async fn session_purge(
+        &self,
+        filter: &SessionFilter,
+        call: &Call,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let keyed = call.keyed.as_ref();
         let mut conditions = filter.conditions();
         if conditions.is_empty() {
             conditions.push("expires_at <= $now");
@@ -193,14 +235,21 @@ impl Store {
             "BEGIN; \
              LET $gone = (DELETE session WHERE {} RETURN BEFORE); \
              FOR $s IN $gone {{ {} }}; \
+             {} \
              RETURN array::len($gone); \
              COMMIT;",
             conditions.join(" AND "),
             session_event("purged", "$s"),
+            record_answer("array::len($gone)"),
         );
-        let vars = filter.bind(Vars::new()).set("now", now);
-        let purged: Option<u64> =
-            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        let vars = bind(filter.bind(Vars::new()), keyed).set("now", now);
+        let purged: Option<u64> = self
+            .keyed(
+                keyed,
+                |purged: u64| Ok(Some(purged)),
+                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+            )
+            .await?;
         Ok(purged.unwrap_or(0))
     }
 }

@@ -6,8 +6,10 @@ use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
     BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, Families, revoke_families, revoke_tokens, token_event,
 };
+use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
 use crate::domain::Policy;
+use crate::domain::idempotency::{Call, Keyed};
 use crate::domain::token::{self, FamilyRecord, NewToken, RevokeScope, Rotation, TokenRecord};
 use crate::error::{Error, InvalidClient, InvalidGrant};
 use crate::secret;
@@ -40,7 +42,16 @@ fn bind_new(vars: Vars, new: &NewToken) -> Vars {
 }
 
 fn issued(new: NewToken) -> IssuedToken {
-    IssuedToken { token: new.token, token_id: new.token_id, grant_id: new.grant_id, expires_at: new.expires_at }
+    IssuedToken {
+        token: new.token,
+        token_id: new.token_id,
+        grant_id: new.grant_id,
+        expires_at: new.expires_at,
+        client_id: new.client_id,
+        user_id: new.user_id,
+        scope: new.scope,
+        resource: new.resource,
+    }
 }
 
 impl Store {
@@ -57,11 +68,17 @@ impl Store {
     pub async fn token_issue(
         &self,
         p: TokenIssue,
+        call: &Call,
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, StoreError> {
-        let new = token::issue(p, policy, now)?;
-        self.retrying(|| async {
+        let new = token::issue(p, policy, now, &call.mint)?;
+        let keyed = call.keyed.as_ref();
+        let answer = issued(new.clone());
+        // A retry gets the recorded answer and the token again: the caller's, or minted again
+        // from the key (it is never stored).
+        let recalled = |answer: IssuedToken| Ok(IssuedToken { token: new.token.clone(), ..answer });
+        self.keyed(keyed, recalled, || async {
             let client =
                 self.client_row(&new.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
             let family = self.family_row(&new.grant_id).await?;
@@ -83,9 +100,13 @@ impl Store {
                         created_at = $now, expires_at = $expires_at, active_token = $new_hash, rev = 1 RETURN NONE;"
                     .to_string(),
             };
-            let sql = format!("BEGIN; {CLIENT_STILL_REGISTERED} {family_sql} {CREATE_NEW} COMMIT;");
+            let sql = format!(
+                "BEGIN; {CLIENT_STILL_REGISTERED} {family_sql} {CREATE_NEW} {record} COMMIT;",
+                record = record_answer("$idem_answer")
+            );
             let previous = family.as_ref().and_then(|f| f.active_token.as_deref()).map(|h| record("token", h));
-            let vars = bind_new(Vars::new(), &new)
+            let vars = bind_new(bind(Vars::new(), keyed), &new)
+                .set("idem_answer", recordable(&answer)?)
                 .set("client", record("client", &new.client_id))
                 .set("incarnation", client.incarnation)
                 .set("client_updated_at", client.updated_at)
@@ -94,10 +115,9 @@ impl Store {
                 .set("previous", previous)
                 .set("now", now);
             self.query(&sql, vars).await?;
-            Ok(())
+            Ok(answer.clone())
         })
-        .await?;
-        Ok(issued(new))
+        .await
     }
 
     /// `token.get`: an active token's metadata, or why it is not active.
@@ -111,11 +131,15 @@ impl Store {
     pub async fn token_rotate(
         &self,
         p: &TokenRotate,
+        call: &Call,
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, StoreError> {
         let hash = secret::digest(&p.token);
-        self.retrying(|| async {
+        let keyed = call.keyed.as_ref();
+        // A retry gets the recorded answer and the new token minted again from the key.
+        let recalled = |answer: IssuedToken| Ok(IssuedToken { token: call.mint.secret(), ..answer });
+        self.keyed(keyed, recalled, || async {
             let (old, family) = self.token_and_family(&hash).await?;
             let decision = token::rotation(old.as_ref(), family.as_ref(), p, policy, now);
             let (Some(old), Some(family)) = (old, family) else {
@@ -128,14 +152,14 @@ impl Store {
                 Rotation::Refuse(e) => return Err(e.into()),
                 Rotation::ReuseDetected => {
                     if family.revoked_at.is_none() {
-                        self.revoke_reused_family(&old, family.rev, token::decision_time(&old, now)).await?;
+                        self.revoke_reused_family(&old, family.rev, token::decision_time(&old, now), keyed).await?;
                     }
                     return Err(Error::InvalidGrant(InvalidGrant::ReuseDetected).into());
                 }
                 Rotation::Rotate { scope, expires_at, at } => (scope, expires_at, at, None),
                 Rotation::Reissue { scope, expires_at, revoke, at } => (scope, expires_at, at, Some(revoke)),
             };
-            let secret_value = secret::generate_secret();
+            let secret_value = call.mint.secret();
             let new = NewToken {
                 hash: secret::digest(&secret_value),
                 token: secret_value,
@@ -177,9 +201,13 @@ impl Store {
                     WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
                  IF $f = NONE {{ THROW 'authstore:retry' }}; \
                  {CREATE_NEW} \
-                 COMMIT;"
+                 {record} \
+                 COMMIT;",
+                record = record_answer("$idem_answer"),
             );
-            let vars = bind_new(Vars::new(), &new)
+            let answer = issued(new.clone());
+            let vars = bind_new(bind(Vars::new(), keyed), &new)
+                .set("idem_answer", recordable(&answer)?)
                 .set("old", record("token", &old.hash))
                 .set("old_rev", old.rev)
                 .set("previous", replace.as_deref().map(|h| record("token", h)))
@@ -187,7 +215,7 @@ impl Store {
                 .set("family_rev", family.rev)
                 .set("now", at);
             self.query(&sql, vars).await?;
-            Ok(issued(new))
+            Ok(answer)
         })
         .await
     }
@@ -210,17 +238,19 @@ impl Store {
         reused: &TokenRecord,
         family_rev: i64,
         now: DateTime<Utc>,
+        keyed: Option<&Keyed>,
     ) -> Result<(), StoreError> {
         let sql = format!(
             "BEGIN; \
              LET $f = (UPDATE ONLY $family SET revoked_at = $now, revoke_reason = $reason, active_token = NONE, \
                 rev += 1 WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
              IF $f = NONE {{ THROW 'authstore:retry' }}; \
-             LET $reused = (SELECT * FROM ONLY $old); {event} {revoke} COMMIT;",
+             LET $reused = (SELECT * FROM ONLY $old); {event} {revoke} {record} COMMIT;",
             event = token_event("reuse_detected", "$reused", "$reason"),
             revoke = revoke_tokens(&BY_GRANT),
+            record = record_answer("NONE"),
         );
-        let vars = Vars::new()
+        let vars = bind_refusal(bind(Vars::new(), keyed), &Error::InvalidGrant(InvalidGrant::ReuseDetected))
             .set("family_rev", family_rev)
             .set("old", record("token", &reused.hash))
             .set("family", record("family", &reused.grant_id))
@@ -232,10 +262,11 @@ impl Store {
     }
 
     /// `token.revoke`: revokes the named families and all their active tokens.
-    pub async fn token_revoke(&self, scope: RevokeScope, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub async fn token_revoke(&self, scope: RevokeScope, call: &Call, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let keyed = call.keyed.as_ref();
         let (families, vars): (&Families, Vars) = match scope {
             RevokeScope::Token(hash) => match self.token_row(&hash).await? {
-                // RFC 7009 §2.2: an unknown token is not an error.
+                // RFC 7009 §2.2: an unknown token is not an error (and changes nothing).
                 None => return Ok(0),
                 Some(t) => (&BY_GRANT, grant_vars(&t.grant_id)),
             },
@@ -246,10 +277,19 @@ impl Store {
             }
             RevokeScope::User(user_id) => (&BY_USER, Vars::new().set("user_id", user_id)),
         };
-        let sql = format!("BEGIN; {} RETURN array::len($revoked); COMMIT;", revoke_families(families));
-        let vars = vars.set("reason", "requested").set("now", now);
-        let revoked: Option<u64> =
-            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+        let sql = format!(
+            "BEGIN; {} {} RETURN array::len($revoked); COMMIT;",
+            revoke_families(families),
+            record_answer("array::len($revoked)")
+        );
+        let vars = bind(vars, keyed).set("reason", "requested").set("now", now);
+        let revoked: Option<u64> = self
+            .keyed(
+                keyed,
+                |revoked: u64| Ok(Some(revoked)),
+                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+            )
+            .await?;
         Ok(revoked.unwrap_or(0))
     }
 

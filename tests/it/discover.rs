@@ -28,6 +28,7 @@ async fn registered_module() -> jsonrpsee::RpcModule<()> {
         hub: Hub::new(16, closing),
         subscriber_send_timeout: config.subscriber_send_timeout,
         metrics: Arc::new(Metrics::new()),
+        idempotency_secret: b"test".to_vec(),
     };
     module(Arc::new(cx)).unwrap()
 }

@@ -6,6 +6,7 @@ use authstore::domain::client::{self, Origin};
 use authstore::domain::{Policy, code, session, token, validate};
 use authstore::error::Error;
 use authstore::rpc::Params;
+use authstore::secret::Mint;
 use authstore::types::*;
 use chrono::DateTime;
 use proptest::prelude::*;
@@ -129,9 +130,9 @@ proptest! {
         let policy = Policy::default();
         if let Some(p) = decode::<SessionPut>(&value) { refused_cleanly(session::put(p, &policy, now)); }
         if let Some(p) = decode::<SessionUpdate>(&value) { refused_cleanly(session::update(p, &policy, now)); }
-        if let Some(p) = decode::<CodeIssue>(&value) { refused_cleanly(code::issue(p, None, &policy, now)); }
+        if let Some(p) = decode::<CodeIssue>(&value) { refused_cleanly(code::issue(p, None, &policy, now, &Mint::Random)); }
         if let Some(p) = decode::<CodeConsume>(&value) { refused_cleanly(code::consume_params(&p)); }
-        if let Some(p) = decode::<TokenIssue>(&value) { refused_cleanly(token::issue(p, &policy, now)); }
+        if let Some(p) = decode::<TokenIssue>(&value) { refused_cleanly(token::issue(p, &policy, now, &Mint::Random)); }
         if let Some(p) = decode::<TokenRotate>(&value) { refused_cleanly(token::rotate_params(&p)); }
         if let Some(p) = decode::<TokenRevoke>(&value) { refused_cleanly(token::revoke_scope(p)); }
         if let Some(p) = decode::<ClientRegister>(&value) { refused_cleanly(client::metadata(p.metadata, Origin::Registered)); }

@@ -96,7 +96,9 @@ async fn two_instances_on_one_server_share_every_event_and_expire_each_record_on
         ..Default::default()
     };
     client_b.put(put("via-b", None).into()).await.unwrap();
-    SessionApiClient::delete(&client_b, SessionRef { id: "via-b".into() }.into()).await.unwrap();
+    SessionApiClient::delete(&client_b, SessionDelete { id: "via-b".into(), idempotency_key: None }.into())
+        .await
+        .unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(30), on_a.next()).await.expect("A hears B").unwrap().unwrap();
     assert_eq!((seen.kind.as_str(), seen.session_id.as_str()), ("deleted", "via-b"));
     let seen_b = tokio::time::timeout(Duration::from_secs(30), on_b.next()).await.expect("B hears B").unwrap().unwrap();
@@ -218,7 +220,7 @@ async fn one_event(app: &TestApp, id: &str) {
         ..Default::default()
     };
     app.client.put(put.into()).await.unwrap();
-    SessionApiClient::delete(&app.client, SessionRef { id: id.into() }.into()).await.unwrap();
+    SessionApiClient::delete(&app.client, SessionDelete { id: id.into(), idempotency_key: None }.into()).await.unwrap();
 }
 
 // Two instances on one database whose clocks are 1000 s apart, each sequencing its own events

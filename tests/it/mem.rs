@@ -12,6 +12,8 @@ mod codes;
 mod concurrency;
 #[path = "methods/events.rs"]
 mod events;
+#[path = "methods/idempotency.rs"]
+mod idempotency;
 #[path = "methods/sessions.rs"]
 mod sessions;
 #[path = "methods/tokens.rs"]

@@ -236,7 +236,9 @@ async fn metrics_count_calls_errors_connections_subscriptions_records_and_events
     };
     app.client.put(put.into()).await.unwrap();
     let _ = SessionApiClient::get(&app.client, SessionRef { id: "missing".into() }.into()).await;
-    SessionApiClient::delete(&app.client, SessionRef { id: "s".into() }.into()).await.unwrap();
+    SessionApiClient::delete(&app.client, SessionDelete { id: "s".into(), idempotency_key: None }.into())
+        .await
+        .unwrap();
     let other = connect_with(app.addr, Some(KEY_B)).await;
     let _ = http(&app, "POST", "/", Some(KEY_A), Some(r#"{"jsonrpc":"2.0","id":1,"method":"no.such.method"}"#)).await;
 

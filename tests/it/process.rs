@@ -90,6 +90,7 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
                 client_id: Some("conf".into()),
                 metadata: ClientMetadata { redirect_uris: vec![REDIRECT.into()], ..Default::default() },
                 client_secret: Some("caller-chosen-client-secret-0123456789".into()),
+                idempotency_key: None,
             }
             .into(),
         )

@@ -6,6 +6,7 @@ use std::time::Duration;
 use authstore::background::{Background, Timings};
 use authstore::clock::{Clock, ManualClock};
 use authstore::domain::client::{self, Origin};
+use authstore::domain::idempotency::Call;
 use authstore::domain::{Policy, session};
 use authstore::hub::Hub;
 use authstore::metrics::Metrics;
@@ -57,7 +58,7 @@ fn the_scheduler_expires_each_record_within_one_tick_of_its_deadline_and_not_bef
             ..Default::default()
         };
         let meta = client::metadata(meta, Origin::Registered).unwrap();
-        store.client_register("app".into(), meta, None, clock.now()).await.unwrap();
+        store.client_register("app".into(), meta, None, &Call::unkeyed(), clock.now()).await.unwrap();
         for (id, ttl) in [("ten", 10), ("twenty", 20), ("thirty", 30)] {
             let put = SessionPut {
                 id: Some(id.into()),
@@ -67,7 +68,7 @@ fn the_scheduler_expires_each_record_within_one_tick_of_its_deadline_and_not_bef
                 ..Default::default()
             };
             let new = session::put(put, &Policy::default(), clock.now()).unwrap();
-            store.session_put(new, clock.now()).await.unwrap();
+            store.session_put(new, &Call::unkeyed(), clock.now()).await.unwrap();
         }
 
         // Just before the first deadline: several ticks pass, nothing expires.

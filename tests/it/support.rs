@@ -228,6 +228,7 @@ impl TestApp {
             redirect_uri: REDIRECT.into(),
             code_verifier: VERIFIER.into(),
             resource: None,
+            idempotency_key: None,
         }
     }
 }
@@ -254,6 +255,7 @@ pub fn public_client(client_id: &str) -> ClientRegister {
             ..Default::default()
         },
         client_secret: None,
+        idempotency_key: None,
     }
 }
 

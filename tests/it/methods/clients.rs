@@ -17,6 +17,7 @@ fn confidential(client_id: &str) -> ClientRegister {
             ..Default::default()
         },
         client_secret: None,
+        idempotency_key: None,
     }
 }
 
@@ -51,8 +52,13 @@ async fn a_confidential_client_sees_its_secret_once_and_authenticates_with_it() 
 
     let rotated = ClientApiClient::update(
         &app.client,
-        ClientUpdate { client_id: "conf".into(), metadata: confidential("conf").metadata, rotate_secret: Some(true) }
-            .into(),
+        ClientUpdate {
+            client_id: "conf".into(),
+            metadata: confidential("conf").metadata,
+            rotate_secret: Some(true),
+            idempotency_key: None,
+        }
+        .into(),
     )
     .await
     .unwrap();
@@ -114,7 +120,10 @@ async fn deleting_a_client_purges_its_sessions_codes_and_tokens() {
     let token = app.issue_token("app", "alice", None).await;
     let other = app.issue_token("bystander", "alice", None).await;
 
-    let deleted = ClientApiClient::delete(&app.client, ClientRef { client_id: "app".into() }.into()).await.unwrap();
+    let deleted =
+        ClientApiClient::delete(&app.client, ClientDelete { client_id: "app".into(), idempotency_key: None }.into())
+            .await
+            .unwrap();
     assert!(deleted.deleted);
     assert_eq!(error_of(SessionApiClient::get(&app.client, SessionRef { id: "s".into() }.into()).await).0, 1001);
     assert_eq!(error_of(app.client.consume(TestApp::consume_params(&code.code, "app").into()).await).0, 1001);
@@ -123,7 +132,10 @@ async fn deleting_a_client_purges_its_sessions_codes_and_tokens() {
     TokenApiClient::get(&app.client, TokenRef { token: other.token }.into())
         .await
         .expect("other clients are untouched");
-    let again = ClientApiClient::delete(&app.client, ClientRef { client_id: "app".into() }.into()).await.unwrap();
+    let again =
+        ClientApiClient::delete(&app.client, ClientDelete { client_id: "app".into(), idempotency_key: None }.into())
+            .await
+            .unwrap();
     assert!(!again.deleted);
     let gone = CodeApiClient::issue(
         &app.client,
@@ -154,7 +166,13 @@ async fn a_cached_metadata_document_serves_until_stale_and_never_gets_a_secret()
     let cached = app
         .client
         .cache_document(
-            ClientCacheDocument { client_id: url.into(), document: document.clone(), max_age_secs: Some(60) }.into(),
+            ClientCacheDocument {
+                client_id: url.into(),
+                document: document.clone(),
+                max_age_secs: Some(60),
+                idempotency_key: None,
+            }
+            .into(),
         )
         .await
         .unwrap();
@@ -167,7 +185,13 @@ async fn a_cached_metadata_document_serves_until_stale_and_never_gets_a_secret()
     let refreshed = app
         .client
         .cache_document(
-            ClientCacheDocument { client_id: url.into(), document: document.clone(), max_age_secs: None }.into(),
+            ClientCacheDocument {
+                client_id: url.into(),
+                document: document.clone(),
+                max_age_secs: None,
+                idempotency_key: None,
+            }
+            .into(),
         )
         .await
         .unwrap();
@@ -195,6 +219,7 @@ async fn a_cached_metadata_document_serves_until_stale_and_never_gets_a_secret()
                 client_id: "https://mcp-client.example/other.json".into(),
                 document,
                 max_age_secs: None,
+                idempotency_key: None,
             }
             .into(),
         )
@@ -207,6 +232,7 @@ async fn a_cached_metadata_document_serves_until_stale_and_never_gets_a_secret()
                 client_id: url.into(),
                 document: json!({"client_id": url, "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_post"}),
                 max_age_secs: None,
+                idempotency_key: None,
             }
             .into(),
         )
@@ -233,7 +259,7 @@ async fn list_pages_through_clients() {
 const DELETE_RACES: usize = 50;
 
 async fn delete_client(client: &jsonrpsee::ws_client::WsClient, client_id: &str) -> bool {
-    ClientApiClient::delete(client, ClientRef { client_id: client_id.into() }.into())
+    ClientApiClient::delete(client, ClientDelete { client_id: client_id.into(), idempotency_key: None }.into())
         .await
         .expect("client.delete")
         .deleted

@@ -54,7 +54,7 @@ async fn every_change_writes_its_events_and_they_replay_in_commit_order() {
     let c = &app.client;
     c.put(session("s1", None).into()).await.unwrap();
     c.put(session("s2", None).into()).await.unwrap();
-    SessionApiClient::delete(c, SessionRef { id: "s2".into() }.into()).await.unwrap();
+    SessionApiClient::delete(c, SessionDelete { id: "s2".into(), idempotency_key: None }.into()).await.unwrap();
     authstore::rpc::api::CodeApiClient::issue(
         c,
         CodeIssue { session_id: Some("s1".into()), ..Default::default() }.into(),
@@ -126,7 +126,7 @@ async fn a_subscription_resumed_from_its_last_cursor_misses_nothing_and_repeats_
             for i in 0..TOTAL {
                 let id = format!("w{i:03}");
                 client.put(session(&id, None).into()).await.unwrap();
-                SessionApiClient::delete(&client, SessionRef { id }.into()).await.unwrap();
+                SessionApiClient::delete(&client, SessionDelete { id, idempotency_key: None }.into()).await.unwrap();
             }
         })
     };
@@ -178,7 +178,7 @@ async fn bad_subscriptions_are_refused_and_old_cursors_have_expired() {
 
     for id in ["a", "b", "c"] {
         c.put(session(id, None).into()).await.unwrap();
-        SessionApiClient::delete(c, SessionRef { id: id.into() }.into()).await.unwrap();
+        SessionApiClient::delete(c, SessionDelete { id: id.into(), idempotency_key: None }.into()).await.unwrap();
     }
     let all = take(&mut session_events(c, since("0")).await, 3).await;
     assert_eq!(all.iter().map(|e| e.cursor.as_str()).collect::<Vec<_>>(), vec!["1", "2", "3"]);
@@ -198,7 +198,7 @@ async fn bad_subscriptions_are_refused_and_old_cursors_have_expired() {
     // The oldest cursor still works, and so does a live subscription.
     let mut from_oldest = session_events(c, since("3")).await;
     c.put(session("d", None).into()).await.unwrap();
-    SessionApiClient::delete(c, SessionRef { id: "d".into() }.into()).await.unwrap();
+    SessionApiClient::delete(c, SessionDelete { id: "d".into(), idempotency_key: None }.into()).await.unwrap();
     let next = take(&mut from_oldest, 1).await.remove(0);
     assert_eq!((next.cursor.as_str(), next.session_id.as_str()), ("4", "d"));
 }
@@ -376,7 +376,7 @@ async fn pruning_before_the_handover_to_live_closes_the_subscription_with_cursor
 
 async fn c_put_delete(app: &TestApp, id: &str) {
     app.client.put(session(id, None).into()).await.unwrap();
-    SessionApiClient::delete(&app.client, SessionRef { id: id.into() }.into()).await.unwrap();
+    SessionApiClient::delete(&app.client, SessionDelete { id: id.into(), idempotency_key: None }.into()).await.unwrap();
 }
 
 // === Which event ends a session ===
@@ -398,11 +398,13 @@ async fn removing_a_session_past_its_deadline_reports_expired_whoever_removes_it
 
     let by_user = c.purge(SessionPurge { user_id: Some("carol".into()), ..Default::default() }.into()).await.unwrap();
     assert_eq!(by_user.purged, 2, "the count is every session removed");
-    let deleted = SessionApiClient::delete(c, SessionRef { id: "dave-old".into() }.into()).await.unwrap();
+    let deleted = SessionApiClient::delete(c, SessionDelete { id: "dave-old".into(), idempotency_key: None }.into())
+        .await
+        .unwrap();
     assert!(!deleted.deleted);
     let no_filter = c.purge(SessionPurge::default().into()).await.unwrap();
     assert_eq!(no_filter.purged, 1, "no filter: the expired one");
-    SessionApiClient::delete(c, SessionRef { id: "erin-live".into() }.into()).await.unwrap();
+    SessionApiClient::delete(c, SessionDelete { id: "erin-live".into(), idempotency_key: None }.into()).await.unwrap();
 
     let events = take(&mut session_events(c, since("0")).await, 5).await;
     let mut got: Vec<(String, String)> = events.into_iter().map(|e| (e.session_id, e.kind)).collect();

@@ -48,9 +48,11 @@ async fn a_session_round_trips_through_put_get_update_and_delete() {
     assert_eq!((updated.expires_at - updated.updated_at).num_seconds(), 60);
     assert_eq!(updated.created_at, created.created_at);
 
-    let deleted = SessionApiClient::delete(c, SessionRef { id: "s-1".into() }.into()).await.unwrap();
+    let deleted =
+        SessionApiClient::delete(c, SessionDelete { id: "s-1".into(), idempotency_key: None }.into()).await.unwrap();
     assert!(deleted.deleted);
-    let again = SessionApiClient::delete(c, SessionRef { id: "s-1".into() }.into()).await.unwrap();
+    let again =
+        SessionApiClient::delete(c, SessionDelete { id: "s-1".into(), idempotency_key: None }.into()).await.unwrap();
     assert!(!again.deleted);
     let gone = SessionApiClient::get(c, SessionRef { id: "s-1".into() }.into()).await;
     assert_eq!(error_of(gone), (1001, "not_found".into()));
