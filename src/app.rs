@@ -12,7 +12,7 @@ use jsonrpsee::server::{PingConfig, Server, ServerConfig, ServerHandle};
 use crate::background::Background;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{Gateway, GatewayLayer};
+use crate::http::{Gateway, GatewayLayer, ProbeLayer};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::rpc::{self, middleware::CallGuard, middleware::ObjectParams};
@@ -23,6 +23,8 @@ use crate::store::Store;
 pub struct Application {
     addr: SocketAddr,
     handle: ServerHandle,
+    /// The probe listener (`--probe-listen`): its address and handle.
+    probe: Option<(SocketAddr, ServerHandle)>,
     store: Store,
     background: Background,
     closing: tokio::sync::watch::Sender<bool>,
@@ -75,6 +77,10 @@ impl Application {
             metrics: metrics.clone(),
             clock: clock.clone(),
         });
+        let probe = match config.probe_listen {
+            Some(at) => Some(serve_probes(at, gateway.clone())?),
+            None => None,
+        };
         let max_in_flight = config.max_in_flight_per_connection;
         let rpc_metrics = metrics.clone();
         let listener =
@@ -92,12 +98,17 @@ impl Application {
         let addr = server.local_addr().context("reading the bound address")?;
         let handle = server.start(module);
         tracing::info!(%addr, storage = store.kind(), "authstore listening");
-        Ok(Self { addr, handle, store, background, closing, shutdown_timeout: config.shutdown_timeout })
+        Ok(Self { addr, handle, probe, store, background, closing, shutdown_timeout: config.shutdown_timeout })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The probe listener's address, if one was configured.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Serves until `shutdown` resolves. Then subscriptions are closed with reason `shutdown`
@@ -116,6 +127,9 @@ impl Application {
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Ignore "already stopped": either way the server is done accepting.
         let _ = self.handle.stop();
+        if let Some((_, probe)) = &self.probe {
+            let _ = probe.stop();
+        }
         if tokio::time::timeout_at(deadline, self.handle.stopped()).await.is_err() {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open at the shutdown deadline; closing anyway");
         }
@@ -124,6 +138,18 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts the probe listener on `at`: the probe routes without a key, nothing else.
+fn serve_probes(at: SocketAddr, gateway: Arc<Gateway>) -> anyhow::Result<(SocketAddr, ServerHandle)> {
+    let listener = bind(at, None).with_context(|| format!("binding the probe listener {at}"))?;
+    let server = Server::builder()
+        .set_http_middleware(tower::ServiceBuilder::new().layer(ProbeLayer(gateway)))
+        .build_from_tcp(listener)
+        .with_context(|| format!("serving probes on {at}"))?;
+    let addr = server.local_addr().context("reading the probe listener's address")?;
+    tracing::info!(%addr, "probes (health, readiness, metrics) answered without a key");
+    Ok((addr, server.start(jsonrpsee::RpcModule::new(()))))
 }
 
 /// Binds the listener. Accepted connections inherit its send buffer size when one is set.

@@ -67,6 +67,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_API_KEY_FILE")]
     pub api_key_file: Option<std::path::PathBuf>,
 
+    /// A second address that answers only `GET /health`, `/ready` and `/metrics`, without an
+    /// API key and without JSON-RPC: for health checks and metrics scrapers that cannot carry
+    /// a key (keep it off the public network).
+    #[arg(long, env = "AUTHSTORE_PROBE_LISTEN")]
+    pub probe_listen: Option<SocketAddr>,
+
     /// Serve without API keys on a non-loopback address (refused by default).
     #[arg(long, env = "AUTHSTORE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
@@ -183,6 +189,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where probes are answered without an API key (`--probe-listen`), if anywhere.
+    pub probe_listen: Option<SocketAddr>,
     pub store: StoreConfig,
     pub policy: Policy,
     pub max_message_bytes: u32,
@@ -209,6 +217,7 @@ impl Config {
     pub fn ephemeral() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe_listen: None,
             store: StoreConfig {
                 location: Location::Memory,
                 namespace: "authstore".into(),
@@ -280,6 +289,7 @@ impl TryFrom<&ServeArgs> for Config {
         };
         Ok(Config {
             listen: args.listen,
+            probe_listen: args.probe_listen,
             store: StoreConfig {
                 location,
                 namespace: args.db_namespace.clone(),

@@ -4,6 +4,10 @@
 //! It runs once per HTTP request and once per WebSocket upgrade, before jsonrpsee sees
 //! anything, so an unauthenticated client gets `401` and no upgrade: no call, batch or
 //! subscription can get past it.
+//!
+//! The probe listener (`--probe-listen`) puts [`ProbeLayer`] in front of a server with no
+//! methods: it answers the three probe routes without a key, and `404` to everything else, so
+//! a health checker or a metrics scraper never holds a key that could also call methods.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,7 +93,7 @@ where
     }
 
     fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let is_get = request.method() == Method::GET && !jsonrpsee::server::ws::is_upgrade_request(&request);
+        let is_get = is_plain_get(&request);
         if is_get && request.uri().path() == "/health" {
             return Box::pin(async { Ok(text(StatusCode::OK, "ok\n")) });
         }
@@ -100,47 +104,80 @@ where
                 Ok(response)
             });
         }
-        if is_get {
-            let gateway = self.gateway.clone();
-            match request.uri().path() {
-                "/ready" => {
-                    return Box::pin(async move {
-                        Ok(if gateway.store.ready().await {
-                            text(StatusCode::OK, "ready\n")
-                        } else {
-                            text(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
-                        })
-                    });
-                }
-                "/metrics" => {
-                    return Box::pin(async move {
-                        let records = match gateway.store.stats(gateway.clock.now()).await {
-                            Ok(s) => {
-                                vec![
-                                    ("clients", s.clients),
-                                    ("sessions", s.sessions),
-                                    ("codes", s.codes),
-                                    ("tokens", s.tokens),
-                                ]
-                            }
-                            Err(e) if e.is_outage() => Vec::new(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "record counts unavailable for /metrics");
-                                Vec::new()
-                            }
-                        };
-                        let mut response = text(StatusCode::OK, gateway.metrics.render(&records));
-                        response.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                        );
-                        Ok(response)
-                    });
-                }
-                _ => {}
-            }
+        if is_get && let Some(answer) = probe(&self.gateway, request.uri().path()) {
+            return answer;
         }
         Box::pin(self.inner.call(request))
+    }
+}
+
+/// A GET that is not a WebSocket upgrade.
+fn is_plain_get(request: &HttpRequest) -> bool {
+    request.method() == Method::GET && !jsonrpsee::server::ws::is_upgrade_request(request)
+}
+
+/// The answer to a probe route (`/health`, `/ready`, `/metrics`), or `None` for any other path.
+fn probe(gateway: &Arc<Gateway>, path: &str) -> Option<BoxFuture> {
+    let gateway = gateway.clone();
+    match path {
+        "/health" => Some(Box::pin(async { Ok(text(StatusCode::OK, "ok\n")) })),
+        "/ready" => Some(Box::pin(async move {
+            Ok(if gateway.store.ready().await {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
+            })
+        })),
+        "/metrics" => Some(Box::pin(async move {
+            let records = match gateway.store.stats(gateway.clock.now()).await {
+                Ok(s) => {
+                    vec![("clients", s.clients), ("sessions", s.sessions), ("codes", s.codes), ("tokens", s.tokens)]
+                }
+                Err(e) if e.is_outage() => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "record counts unavailable for /metrics");
+                    Vec::new()
+                }
+            };
+            let mut response = text(StatusCode::OK, gateway.metrics.render(&records));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            Ok(response)
+        })),
+        _ => None,
+    }
+}
+
+/// The tower layer of the probe listener: the probe routes without a key, `404` for the rest.
+#[derive(Clone)]
+pub struct ProbeLayer(pub Arc<Gateway>);
+
+impl<S> tower::Layer<S> for ProbeLayer {
+    type Service = ProbeService;
+
+    fn layer(&self, _inner: S) -> Self::Service {
+        ProbeService { gateway: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct ProbeService {
+    gateway: Arc<Gateway>,
+}
+
+impl tower::Service<HttpRequest> for ProbeService {
+    type Response = HttpResponse;
+    type Error = BoxError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let answer = is_plain_get(&request).then(|| probe(&self.gateway, request.uri().path())).flatten();
+        answer.unwrap_or_else(|| Box::pin(async { Ok(text(StatusCode::NOT_FOUND, "not found\n")) }))
     }
 }
 

@@ -187,10 +187,8 @@ class Browser:
     def __init__(self) -> None:
         self.before_consent: Callable[[str], Awaitable[str] | str] | None = None
         self.last_callback: dict[str, str] | None = None
-        self.authorizations = 0
 
     async def authorize(self, url: str) -> str:
-        self.authorizations += 1
         async with httpx.AsyncClient(follow_redirects=False, timeout=30) as http:
             r = await http.get(url)
             if r.status_code != 302:

@@ -1,7 +1,7 @@
 """The example MCP portal on authstore, end to end, with both official MCP clients.
 
 Access tokens live ACCESS_TTL seconds here, so waiting that long makes the next tool call
-refresh. The numbered scenarios are the ones in examples/mcp-portal/README.md.
+refresh. tests/e2e/README.md lists what each test proves.
 """
 
 from __future__ import annotations

@@ -256,3 +256,103 @@ async fn writes_acknowledged_after_a_torn_wal_tail_survive_the_next_restart() {
     child.wait().expect("reap");
     assert!(lost.is_empty(), "{} of {} acknowledged sessions lost: {lost:?}", lost.len(), acked.len());
 }
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.push((path, bytes));
+            }
+        }
+    }
+    files
+}
+
+fn holds(files: &[(std::path::PathBuf, Vec<u8>)], needle: &str) -> Option<std::path::PathBuf> {
+    files.iter().find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes())).map(|(p, _)| p.clone())
+}
+
+// Answers recorded under idempotency keys survive SIGKILL with the change they belong to (a
+// retry after the restart gets them, secrets minted again), and no secret a keyed call minted
+// or was given is anywhere in the data files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_answers_survive_sigkill_and_no_secret_is_stored_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db");
+    let port = free_port();
+    let mut child = start(&data, port);
+    let client = connect_when_ready(port).await;
+    // A value that is stored as it is: the scan below must find it, or it could not find a
+    // secret either.
+    let marker = "marker-client-name-stored-as-is";
+    let register = ClientRegister {
+        client_id: Some("conf".into()),
+        metadata: ClientMetadata {
+            redirect_uris: vec![REDIRECT.into()],
+            client_name: Some(marker.into()),
+            ..Default::default()
+        },
+        idempotency_key: Some("register-1".into()),
+        ..Default::default()
+    };
+    let registered = client.register(register.clone().into()).await.expect("client.register");
+    let issue_code = CodeIssue {
+        client_id: Some("conf".into()),
+        user_id: Some("alice".into()),
+        redirect_uri: Some(REDIRECT.into()),
+        code_challenge: Some(CHALLENGE.into()),
+        idempotency_key: Some("code-1".into()),
+        ..Default::default()
+    };
+    let code = CodeApiClient::issue(&client, issue_code.clone().into()).await.expect("code.issue");
+    let consume =
+        CodeConsume { idempotency_key: Some("consume-1".into()), ..TestApp::consume_params(&code.code, "conf") };
+    let consumed = client.consume(consume.clone().into()).await.expect("code.consume");
+    let supplied = "caller-supplied-refresh-token-0123456789abcdef".to_string();
+    let issue_token = TokenIssue {
+        client_id: "conf".into(),
+        user_id: "alice".into(),
+        grant_id: Some(consumed.grant_id.clone()),
+        token: Some(supplied.clone()),
+        idempotency_key: Some("token-1".into()),
+        ..Default::default()
+    };
+    let first = TokenApiClient::issue(&client, issue_token.clone().into()).await.expect("token.issue");
+    let rotate = TokenRotate {
+        token: first.token.clone(),
+        client_id: "conf".into(),
+        idempotency_key: Some("rotate-1".into()),
+        ..Default::default()
+    };
+    let next = client.rotate(rotate.clone().into()).await.expect("token.rotate");
+    drop(client);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = start(&data, port);
+    let client = connect_when_ready(port).await;
+    assert_eq!(client.register(register.into()).await.expect("register again"), registered);
+    assert_eq!(CodeApiClient::issue(&client, issue_code.into()).await.expect("code.issue again"), code);
+    assert_eq!(client.consume(consume.into()).await.expect("code.consume again"), consumed);
+    assert_eq!(TokenApiClient::issue(&client, issue_token.into()).await.expect("token.issue again"), first);
+    assert_eq!(client.rotate(rotate.into()).await.expect("token.rotate again"), next);
+    TokenApiClient::get(&client, TokenRef { token: next.token.clone() }.into())
+        .await
+        .expect("the retried calls applied nothing again: the rotated-to token is active");
+    drop(client);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let files = files_under(&data);
+    assert!(holds(&files, marker).is_some(), "the scan sees stored text");
+    let secrets = [registered.client_secret.clone().expect("a minted client secret"), code.code, supplied, next.token];
+    for secret in &secrets {
+        assert_eq!(holds(&files, secret), None, "a secret is stored in plaintext");
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use authstore::background::Timings;
 use authstore::clock::Clock;
-use authstore::rpc::api::{ClientApiClient, SessionApiClient, TokenApiClient};
+use authstore::rpc::api::{ClientApiClient, CodeApiClient, SessionApiClient, TokenApiClient};
 use authstore::types::*;
 use jsonrpsee::core::client::Subscription;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
@@ -355,4 +355,37 @@ async fn one_familys_events_follow_the_order_its_changes_committed_across_instan
             assert_eq!(&got, events, "{name}: family {grant} in commit order");
         }
     }
+}
+
+// A portal retries on another instance what it sent to the first (its connection to the first
+// dropped, its load balancer picked the other): with the same key, the second instance hands
+// back the first one's answer, secret included, and nothing counts as a replay or a reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_retry_on_another_instance_gets_the_first_instances_answer() {
+    let (a, b) = skewed_pair(authstore::domain::Policy::default(), 0).await;
+    let code = a.issue_code("app", "alice").await;
+    let consume =
+        CodeConsume { idempotency_key: Some("consume-1".into()), ..TestApp::consume_params(&code.code, "app") };
+    let first = a.client.consume(consume.clone().into()).await.expect("code.consume on A");
+    let again = b.client.consume(consume.into()).await.expect("the retry on B");
+    assert_eq!(again, first);
+    let issue = TokenIssue {
+        client_id: "app".into(),
+        user_id: "alice".into(),
+        grant_id: Some(first.grant_id.clone()),
+        idempotency_key: Some("issue-1".into()),
+        ..Default::default()
+    };
+    let token = TokenApiClient::issue(&a.client, issue.clone().into()).await.expect("token.issue on A");
+    assert_eq!(TokenApiClient::issue(&b.client, issue.into()).await.expect("the retry on B"), token);
+    let rotate = TokenRotate {
+        token: token.token.clone(),
+        client_id: "app".into(),
+        idempotency_key: Some("rotate-1".into()),
+        ..Default::default()
+    };
+    let next = TokenApiClient::rotate(&a.client, rotate.clone().into()).await.expect("token.rotate on A");
+    let retried = TokenApiClient::rotate(&b.client, rotate.into()).await.expect("the retry on B");
+    assert_eq!(retried, next, "the same new token, minted again from the key on B");
+    TokenApiClient::get(&b.client, TokenRef { token: next.token }.into()).await.expect("and it is the active one");
 }

@@ -25,8 +25,18 @@ fn with_keys() -> Options {
 
 /// A plain HTTP/1.1 request; returns the status and the body.
 async fn http(app: &TestApp, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", app.addr);
+    http_at(app.addr, method, path, key, body).await
+}
+
+async fn http_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(key) = key {
         request.push_str(&format!("Authorization: Bearer {key}\r\n"));
     }
@@ -95,6 +105,34 @@ async fn with_api_keys_every_route_but_health_needs_one_of_them() {
     assert_eq!(http(&app, "GET", "/metrics", None, None).await.0, 401);
     assert_eq!(http(&app, "GET", "/ready", Some(KEY_A), None).await, (200, "ready\n".into()));
     assert_eq!(http(&app, "GET", "/metrics", Some(KEY_A), None).await.0, 200);
+}
+
+// The probe listener answers health, readiness and metrics without a key, and nothing else:
+// no call, batch or upgrade reaches a method through it.
+#[tokio::test]
+async fn the_probe_listener_answers_probes_without_a_key_and_nothing_else() {
+    let app = TestApp::spawn_with(Options {
+        tweak: |c| {
+            c.api_keys = authstore::http::ApiKeys::new([KEY_A, KEY_B]);
+            c.probe_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        },
+        api_key: Some(KEY_A.into()),
+        ..Options::default()
+    })
+    .await;
+    let probe = app.probe.expect("a probe listener");
+    assert_eq!(http_at(probe, "GET", "/health", None, None).await, (200, "ok\n".into()));
+    assert_eq!(http_at(probe, "GET", "/ready", None, None).await, (200, "ready\n".into()));
+    let (status, metrics) = http_at(probe, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("authstore_"), "{metrics}");
+    assert_eq!(http_at(probe, "POST", "/", None, Some(PING)).await.0, 404, "no JSON-RPC on the probe listener");
+    assert_eq!(http_at(probe, "POST", "/", Some(KEY_A), Some(BATCH)).await.0, 404, "not even with a key");
+    assert_eq!(http_at(probe, "GET", "/anything", None, None).await.0, 404);
+    let upgrade = tokio_tungstenite::connect_async(format!("ws://{probe}")).await;
+    assert!(upgrade.is_err(), "no WebSocket upgrade on the probe listener");
+    // The main port still wants the key.
+    assert_eq!(http(&app, "GET", "/metrics", None, None).await.0, 401);
 }
 
 #[tokio::test]

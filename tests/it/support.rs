@@ -48,6 +48,8 @@ impl Backend {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The probe listener, when the configuration asked for one.
+    pub probe: Option<SocketAddr>,
     pub clock: Arc<ManualClock>,
     /// A connected client; open more with [`TestApp::connect`].
     pub client: WsClient,
@@ -154,7 +156,7 @@ impl TestApp {
                             return;
                         }
                     };
-                    let _ = addr_tx.send(Ok(app.local_addr()));
+                    let _ = addr_tx.send(Ok((app.local_addr(), app.probe_addr())));
                     let _ = app
                         .run_until_stopped(async {
                             let _ = stop_rx.await;
@@ -163,9 +165,9 @@ impl TestApp {
                 });
             })
             .expect("spawn server thread");
-        let addr = addr_rx.await.expect("server thread").expect("server started");
+        let (addr, probe) = addr_rx.await.expect("server thread").expect("server started");
         let client = connect_with(addr, api_key.as_deref()).await;
-        TestApp { addr, clock, client, api_key, stop: Some(stop_tx), thread: Some(thread) }
+        TestApp { addr, probe, clock, client, api_key, stop: Some(stop_tx), thread: Some(thread) }
     }
 
     /// Another, independent WebSocket connection.
