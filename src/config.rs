@@ -35,6 +35,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start and matched once: the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve JSON-RPC over WebSocket and HTTP.
     Serve(ServeArgs),
