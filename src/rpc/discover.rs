@@ -63,7 +63,7 @@ fn methods() -> Vec<Method> {
             "Checks a client secret in constant time.",
             &[INVALID_PARAMS, INVALID_CLIENT, UNAVAILABLE],
         ),
-        call::<ClientRef, Deleted>("client.delete", "Deletes a client, its sessions, codes and tokens.", READ),
+        call::<ClientDelete, Deleted>("client.delete", "Deletes a client, its sessions, codes and tokens.", READ),
         call::<ClientCacheDocument, Client>(
             "client.cache_document",
             "Stores a client ID metadata document.",
@@ -72,7 +72,7 @@ fn methods() -> Vec<Method> {
         call::<SessionPut, Session>("session.put", "Creates or replaces a pending authorization session.", WRITE),
         call::<SessionRef, Session>("session.get", "A live session.", READ),
         call::<SessionUpdate, Session>("session.update", "Changes some fields of a live session.", READ),
-        call::<SessionRef, Deleted>("session.delete", "Deletes a session.", READ),
+        call::<SessionDelete, Deleted>("session.delete", "Deletes a session.", READ),
         call::<SessionList, Page<Session>>("session.list", "Live sessions, one page at a time.", READ),
         call::<SessionPurge, Purged>("session.purge", "Removes matching sessions.", READ),
         subscribe("session.subscribe", "Session lifecycle events.", "session.event", schema::<SessionEvent>()),
@@ -96,7 +96,7 @@ fn methods() -> Vec<Method> {
         },
         Method {
             name: "server.info",
-            summary: "Version, storage kind and uptime.",
+            summary: "Version, contract, storage kind, uptime, and the event log's head and oldest cursors.",
             params: None,
             result: schema::<ServerInfo>(),
             errors: &[],

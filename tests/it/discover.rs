@@ -71,3 +71,33 @@ async fn rpc_discover_lists_every_method_and_validates_against_the_openrpc_meta_
     assert!(consume["result"]["schema"]["properties"]["grant_id"].is_object());
     assert!(consume["errors"].as_array().unwrap().iter().any(|e| e["code"] == 1003));
 }
+
+// Every state-changing method takes an idempotency key, and rpc.discover says so (a portal
+// reads it to know which calls it may retry); reads take none.
+#[tokio::test]
+async fn rpc_discover_lists_the_idempotency_key_on_exactly_the_state_changing_methods() {
+    const CHANGING: &[&str] = &[
+        "client.register",
+        "client.update",
+        "client.delete",
+        "client.cache_document",
+        "session.put",
+        "session.update",
+        "session.delete",
+        "session.purge",
+        "code.issue",
+        "code.consume",
+        "token.issue",
+        "token.rotate",
+        "token.revoke",
+    ];
+    let app = TestApp::spawn().await;
+    let document: Value = app.client.request("rpc.discover", rpc_params![]).await.unwrap();
+    for method in document["methods"].as_array().unwrap() {
+        let name = method["name"].as_str().unwrap();
+        let keyed = method["params"]
+            .as_array()
+            .is_some_and(|params| params.iter().any(|p| p["name"] == "idempotency_key"));
+        assert_eq!(keyed, CHANGING.contains(&name), "{name}: idempotency_key listed = {keyed}");
+    }
+}
