@@ -13,14 +13,17 @@ PKCE, keeps only secret digests and must see every redemption in one atomic `cod
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import html
+import ipaddress
 import json
 import logging
+import socket
 import time
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import uvicorn
@@ -33,8 +36,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 import access_tokens
-from authstore_client import (INVALID_CLIENT, INVALID_GRANT, INVALID_PARAMS, NOT_FOUND,
-                              UNAVAILABLE, AuthstoreClient, AuthstoreError)
+from authstore_client import (BUSY, CONFLICT, INVALID_CLIENT, INVALID_GRANT, INVALID_PARAMS,
+                              NOT_FOUND, UNAVAILABLE, AuthstoreClient, AuthstoreError)
 from memory_store import MemoryStore
 
 log = logging.getLogger("portal")
@@ -45,6 +48,8 @@ CLIENT_METADATA = {"redirect_uris", "token_endpoint_auth_method", "grant_types",
                    "client_name", "client_uri", "logo_uri", "scope", "contacts", "tos_uri",
                    "policy_uri", "software_id", "software_version"}
 MAX_DOCUMENT_BYTES = 64 * 1024
+REQUEST_TOO_LARGE = -32007  # jsonrpsee
+RETRY_AFTER = "5"
 
 
 class OAuthError(Exception):
@@ -59,24 +64,66 @@ class OAuthError(Exception):
         headers = {"Cache-Control": "no-store"}
         if self.status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="token"'
+        if self.status == 503:
+            headers["Retry-After"] = RETRY_AFTER
         return JSONResponse(body, self.status, headers)
 
 
+def unavailable(e: AuthstoreError) -> bool:
+    """1005, or -32009 busy (not executed; the client already retried once)."""
+    return e.code in (UNAVAILABLE, BUSY)
+
+
 def from_store(e: AuthstoreError) -> OAuthError:
-    """authstore's error as the token endpoint's OAuth error (RFC 6749 §5.2)."""
+    """authstore's error as the token and revocation endpoints' OAuth error (RFC 6749 §5.2),
+    per the table in docs/portal-integration.md, "Errors"."""
     if e.code in (INVALID_GRANT, NOT_FOUND):  # a code or refresh token that is unusable or unknown
         return OAuthError(400, "invalid_grant", e.reason)
     if e.code == INVALID_CLIENT:
         return OAuthError(401, "invalid_client")
-    if e.code == INVALID_PARAMS:
-        return OAuthError(400, "invalid_request", e.data.get("field"))
-    if e.code == UNAVAILABLE:
+    if e.code == INVALID_PARAMS and e.field != "idempotency_key":  # that one is our bug: 500
+        if e.field == "scope":
+            return OAuthError(400, "invalid_scope", e.data.get("detail"))
+        if e.field == "resource":
+            return OAuthError(400, "invalid_target", e.data.get("detail"))  # RFC 8707
+        return OAuthError(400, "invalid_request", e.field or None)
+    if e.code == REQUEST_TOO_LARGE:
+        return OAuthError(400, "invalid_request")
+    if unavailable(e):
         return OAuthError(503, "temporarily_unavailable")
     return OAuthError(500, "server_error")
 
 
-def page(status: int, text: str) -> HTMLResponse:
-    return HTMLResponse(f"<!doctype html><title>Authorization</title><p>{html.escape(text)}</p>", status)
+def grant_types(client: dict[str, Any]) -> list[str]:
+    return client.get("grant_types") or ["authorization_code"]  # RFC 7591 §2 default
+
+
+def response_types(client: dict[str, Any]) -> list[str]:
+    return client.get("response_types") or ["code"]  # RFC 7591 §2 default
+
+
+def single_redirect_uri(client: dict[str, Any]) -> str | None:
+    """The redirect URI to use when a request names none: the client's only one."""
+    registered = client.get("redirect_uris") or []
+    return registered[0] if len(registered) == 1 else None
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def page(status: int, text: str, retry_after: bool = False) -> HTMLResponse:
+    return HTMLResponse(f"<!doctype html><title>Authorization</title><p>{html.escape(text)}</p>", status,
+                        {"Retry-After": RETRY_AFTER} if retry_after else None)
+
+
+def is_document_url(client_id: str) -> bool:
+    """A client ID metadata document URL: https, with a path."""
+    parts = urlsplit(client_id)
+    return parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/")
 
 
 class AuthServer:
@@ -124,11 +171,15 @@ class AuthServer:
         try:
             client = await self.store.call("client.register", meta)
         except AuthstoreError as e:
-            if e.code == INVALID_PARAMS:
-                field = e.data.get("field", "")
+            if e.code == INVALID_PARAMS and e.field != "idempotency_key":
+                field = e.field
                 error = "invalid_redirect_uri" if field.startswith("redirect_uri") else "invalid_client_metadata"
                 return JSONResponse({"error": error, "error_description": e.data.get("detail", field)}, 400)
-            return from_store(e).response()
+            if e.code in (CONFLICT, REQUEST_TOO_LARGE):
+                return JSONResponse({"error": "invalid_client_metadata"}, 400)
+            if unavailable(e):
+                return OAuthError(503, "temporarily_unavailable").response()
+            return OAuthError(500, "server_error").response()
         return JSONResponse(client, 201, {"Cache-Control": "no-store"})
 
     async def resolve_client(self, client_id: str) -> dict[str, Any]:
@@ -138,16 +189,23 @@ class AuthServer:
             if not client.get("document_stale"):
                 return client
         except AuthstoreError as e:
-            if e.code != NOT_FOUND or not client_id.startswith("https://"):
+            if e.code != NOT_FOUND or not is_document_url(client_id):
                 raise
+        if not is_document_url(client_id):
+            raise ValueError("a stale document whose id is not an https URL with a path")
         document, max_age = await self.fetch_client_document(client_id)
         return await self.store.call("client.cache_document",
                                      {"client_id": client_id, "document": document, "max_age_secs": max_age})
 
     async def fetch_client_document(self, url: str) -> tuple[dict[str, Any], int]:
-        # No redirects, a size cap and a timeout: the URL is chosen by whoever calls /authorize.
-        async with httpx.AsyncClient(verify=self.document_ca or True, timeout=5) as http:
-            async with http.stream("GET", url, headers={"Accept": "application/json"}) as r:
+        # No redirects, a size cap, a timeout, and only public addresses: the URL is chosen by
+        # whoever calls /authorize, who must not make this server fetch from its own network.
+        target, headers = await self.pinned_request(url)
+        async with httpx.AsyncClient(verify=self.document_ca or True, timeout=5,
+                                     follow_redirects=False) as http:
+            extensions = {"sni_hostname": urlsplit(url).hostname} if headers else {}
+            async with http.stream("GET", target, headers={"Accept": "application/json", **headers},
+                                   extensions=extensions) as r:
                 body = b""
                 async for chunk in r.aiter_bytes():
                     body += chunk
@@ -169,6 +227,25 @@ class AuthServer:
                 max_age = min(max(int(value), 300), 86400)
         return document, max_age
 
+    async def pinned_request(self, url: str) -> tuple[str, dict[str, str]]:
+        """`url` with its host replaced by an address it resolves to, checked to be public, and
+        the `Host` header to send: the address checked is the address connected to (no second
+        lookup that DNS rebinding could answer differently). TLS is still verified against the
+        name (`sni_hostname`). With `--client-document-ca` (tests only, which serve documents
+        from loopback) the URL is used as it is."""
+        if self.document_ca:
+            return url, {}
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or 443
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [info[4][0] for info in infos]
+        if not addresses or not all(is_public_address(a) for a in addresses):
+            raise ValueError(f"client metadata document host {host} is not a public address")
+        address = addresses[0]
+        literal = f"[{address}]" if ":" in address else address
+        netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc)), {"Host": parts.netloc.rpartition("@")[2]}
+
     # ---- authorization endpoint --------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
@@ -179,15 +256,23 @@ class AuthServer:
         try:
             client = await self.resolve_client(client_id)
         except AuthstoreError as e:
-            if e.code == UNAVAILABLE:
-                return page(503, "Please try again in a moment.")
-            return page(400, "Unknown client.")  # not registered, or an invalid document
-        except (ValueError, httpx.HTTPError) as e:
+            if unavailable(e):
+                return page(503, "Please try again in a moment.", retry_after=True)
+            if e.code in (NOT_FOUND, INVALID_PARAMS, CONFLICT, INVALID_CLIENT, REQUEST_TOO_LARGE) \
+                    and e.field != "idempotency_key":
+                return page(400, "Unknown client.")  # not registered, or an invalid document
+            log.error("authorize: client lookup failed: %s", e)
+            return page(500, "Something went wrong on our side.")
+        except (ValueError, OSError, httpx.HTTPError) as e:
             log.info("authorize: client metadata document refused: %s", e)
             return page(400, "Unknown client.")
         registered = client.get("redirect_uris", [])
-        if redirect_uri is None and len(registered) == 1:
-            redirect_uri = registered[0]
+        if redirect_uri is None:
+            # Only a client with a single registered URI may leave it out; /token then uses the
+            # same one (single_redirect_uri). With several, which one is meant is unknown.
+            redirect_uri = single_redirect_uri(client)
+            if redirect_uri is None:
+                return page(400, "The request names no redirect URI, and the client has several.")
         if redirect_uri not in registered:
             # Never redirect to an unregistered URI (RFC 6749 §4.1.2.1): show the error instead.
             return page(400, "The redirect URI is not registered for this client.")
@@ -195,12 +280,16 @@ class AuthServer:
         def back(error: str, description: str | None = None) -> Response:
             return self.redirect(redirect_uri, error=error, error_description=description, state=state)
 
-        if q.get("response_type") != "code":
+        if q.get("response_type") != "code" or "code" not in response_types(client):
             return back("unsupported_response_type")
+        if "authorization_code" not in grant_types(client):
+            return back("unauthorized_client")
         if not q.get("code_challenge") or q.get("code_challenge_method", "S256") != "S256":
             return back("invalid_request", "PKCE with S256 is required")
-        scope = q.get("scope") or " ".join(SCOPES)
-        if not set(scope.split()) <= set(SCOPES):
+        # What we serve, narrowed to what the client registered (when it registered a scope).
+        allowed = set(SCOPES) & set((client.get("scope") or " ".join(SCOPES)).split())
+        scope = q.get("scope") or " ".join(s for s in SCOPES if s in allowed)
+        if not scope or not set(scope.split()) <= allowed:
             return back("invalid_scope")
         resource = q.get("resource") or self.resource
         if resource.rstrip("/") != self.resource.rstrip("/"):
@@ -213,9 +302,14 @@ class AuthServer:
         try:
             session = await self.store.call("session.put", session)
         except AuthstoreError as e:
-            if e.code == INVALID_PARAMS:
-                return back("invalid_request", e.data.get("field"))
-            return back("temporarily_unavailable" if e.code == UNAVAILABLE else "server_error")
+            if e.code == INVALID_PARAMS and e.field != "idempotency_key":
+                return back("invalid_request", e.field or None)
+            if unavailable(e):
+                return back("temporarily_unavailable")
+            if e.code == REQUEST_TOO_LARGE:
+                return page(400, "The request is too large.")
+            log.error("authorize: session.put failed: %s", e)
+            return page(500, "Something went wrong on our side.")
         # The consent step is a separate request; the session lives in authstore meanwhile, so
         # any instance (or this one after a restart) can finish it.
         return RedirectResponse(f"/consent?{urlencode({'session': session['id']})}", 302)
@@ -261,7 +355,12 @@ class AuthServer:
         if e.code == NOT_FOUND:
             return page(400, "This authorization request has expired or was already used. "
                              "Start again from your application.")
-        return page(503, "Please try again in a moment.")
+        if e.code == INVALID_CLIENT:
+            return page(400, "This application is no longer registered.")
+        if unavailable(e):
+            return page(503, "Please try again in a moment.", retry_after=True)
+        log.error("consent: authstore call failed: %s", e)
+        return page(500, "Something went wrong on our side.")
 
     def redirect(self, redirect_uri: str, **params: str | None) -> RedirectResponse:
         params["iss"] = self.issuer  # RFC 9207
@@ -271,27 +370,39 @@ class AuthServer:
     # ---- token endpoint ----------------------------------------------------------------------
 
     async def authenticate_client(self, request: Request, form: Any) -> dict[str, Any]:
-        """The calling client. A secret is checked by authstore (it keeps only digests)."""
-        client_id, secret = form.get("client_id"), form.get("client_secret")
+        """The calling client, authenticated the way it registered (`token_endpoint_auth_method`):
+        `client_secret_basic` with a Basic header, `client_secret_post` with form fields, `none`
+        with neither. A secret is checked by authstore (it keeps only digests)."""
+        client_id, secret = form.get("client_id"), form.get("client_secret") or None  # "" = absent
+        method = "client_secret_post" if secret is not None else "none"
         header = request.headers.get("authorization", "")
         if header.lower().startswith("basic "):
+            if secret is not None:  # one method per request (RFC 6749 §2.3)
+                raise OAuthError(400, "invalid_request", "more than one client authentication method")
             try:
-                raw_id, _, raw_secret = base64.b64decode(header[6:]).decode().partition(":")
+                raw_id, _, raw_secret = base64.b64decode(header[6:], validate=True).decode().partition(":")
             except ValueError:
                 raise OAuthError(401, "invalid_client") from None
-            client_id, secret = unquote(raw_id), unquote(raw_secret)  # RFC 6749 §2.3.1
+            raw_id, secret = unquote(raw_id), unquote(raw_secret)  # RFC 6749 §2.3.1
+            if client_id is not None and client_id != raw_id:
+                raise OAuthError(401, "invalid_client")
+            client_id, method = raw_id, "client_secret_basic"
         if not client_id:
             raise OAuthError(401, "invalid_client")
         try:
-            if secret:
-                return (await self.store.call("client.authenticate",
-                                              {"client_id": client_id, "client_secret": secret}))["client"]
-            client = await self.store.call("client.get", {"client_id": client_id})
+            if method == "none":
+                client = await self.store.call("client.get", {"client_id": client_id})
+            else:
+                client = (await self.store.call("client.authenticate",
+                                                {"client_id": client_id, "client_secret": secret}))["client"]
         except AuthstoreError as e:
             raise (OAuthError(401, "invalid_client") if e.code in (NOT_FOUND, INVALID_CLIENT)
                    else from_store(e)) from None
-        if client.get("token_endpoint_auth_method") != "none":
-            raise OAuthError(401, "invalid_client")  # a confidential client sent no secret
+        # authstore checked the secret; which method the client may use is the portal's check
+        # (a confidential client without a secret, or a secret sent another way than registered).
+        if client.get("token_endpoint_auth_method", "client_secret_basic") != method:
+            raise OAuthError(401, "invalid_client", f"this client authenticates with "
+                             f"{client.get('token_endpoint_auth_method')}")
         return client
 
     async def token(self, request: Request) -> Response:
@@ -312,12 +423,16 @@ class AuthServer:
             return e.response()
 
     async def exchange_code(self, client: dict[str, Any], form: Any) -> Response:
-        if not all(form.get(k) for k in ("code", "redirect_uri", "code_verifier")):
+        if "authorization_code" not in grant_types(client):
+            raise OAuthError(400, "unauthorized_client")
+        # As at /authorize: a request without redirect_uri means the client's only one.
+        redirect_uri = form.get("redirect_uri") or single_redirect_uri(client)
+        if not (form.get("code") and form.get("code_verifier") and redirect_uri):
             raise OAuthError(400, "invalid_request", "code, redirect_uri and code_verifier are required")
         # One atomic call: authstore checks the client, redirect URI, resource and PKCE
         # verifier, burns the code on any failure, and revokes the grant on a replay.
         params = {"code": form["code"], "client_id": client["client_id"],
-                  "redirect_uri": form["redirect_uri"], "code_verifier": form["code_verifier"]}
+                  "redirect_uri": redirect_uri, "code_verifier": form["code_verifier"]}
         if form.get("resource"):
             params["resource"] = form["resource"]
         grant = await self.store.call("code.consume", params)
@@ -329,6 +444,8 @@ class AuthServer:
         return self.token_response(grant, refresh)
 
     async def refresh(self, client: dict[str, Any], form: Any) -> Response:
+        if "refresh_token" not in grant_types(client):
+            raise OAuthError(400, "unauthorized_client")
         if not form.get("refresh_token"):
             raise OAuthError(400, "invalid_request", "refresh_token is required")
         # Every presented token goes to authstore, rotated ones included: that is how reuse of
@@ -359,20 +476,33 @@ class AuthServer:
             token = form.get("token")
             if not token:
                 raise OAuthError(400, "invalid_request")
-            # An access token is self-contained, so revoking one revokes its grant; a refresh
-            # token's family is revoked whole. Either way the resource server hears of it.
+            # An access token is self-contained: revoking it revokes its grant.
             claims = access_tokens.verify(self.key, token, issuer=self.issuer, audience=None)
-            if claims is None:
+            if claims is not None:
+                if claims["client_id"] != client["client_id"]:
+                    # RFC 7009 §2.1: the server refuses a token issued to another client.
+                    raise OAuthError(400, "unauthorized_client")
+                await self.store.call("token.revoke", {"grant_id": claims["grant_id"]})
+            else:
                 try:
-                    claims = await self.store.call("token.get", {"token": token})
+                    meta = await self.store.call("token.get", {"token": token})
                 except AuthstoreError as e:
                     if e.code not in (INVALID_GRANT, NOT_FOUND):
                         raise
-                    claims = None  # unknown or already inactive: nothing to do (RFC 7009 §2.2)
-            if claims and claims["client_id"] == client["client_id"]:
-                await self.store.call("token.revoke", {"grant_id": claims["grant_id"]})
+                    meta = None  # unknown or already inactive: nothing to do (RFC 7009 §2.2)
+                if meta is not None:
+                    if meta["client_id"] != client["client_id"]:
+                        # RFC 7009 §2.1: the server refuses a token issued to another client.
+                        raise OAuthError(400, "unauthorized_client")
+                    # Revokes the whole family, also if the token is rotated in between.
+                    await self.store.call("token.revoke", {"token": token})
         except AuthstoreError as e:
-            return from_store(e).response()
+            if e.code in (INVALID_GRANT, NOT_FOUND):  # gone in between: nothing to revoke
+                return Response(status_code=200, headers={"Cache-Control": "no-store"})
+            err = from_store(e)
+            if err.error in ("invalid_scope", "invalid_target"):
+                err = OAuthError(400, "invalid_request")
+            return err.response()
         except OAuthError as e:
             return e.response()
         return Response(status_code=200, headers={"Cache-Control": "no-store"})

@@ -120,7 +120,9 @@ class MemoryStore:
         return self.token_issue(old["client_id"], old["user_id"], old["grant_id"],
                                 scope or old["scope"], old["resource"])
 
-    def token_revoke(self, grant_id: str) -> dict:
+    def token_revoke(self, grant_id: str | None = None, token: str | None = None) -> dict:
+        if token is not None:  # the token's whole family
+            grant_id = self.tokens[token]["grant_id"] if token in self.tokens else None
         gone = [t for t, r in self.tokens.items() if r["grant_id"] == grant_id]
         for t in gone:
             del self.tokens[t]

@@ -140,7 +140,8 @@ class Portal:
 
     def __init__(self, workdir: Path, key_file: Path, store_url: str | None, name: str = "portal",
                  access_ttl: int = 3, issuer: str | None = None, resource: str | None = None,
-                 with_resource_server: bool = True, extra_args: tuple[str, ...] = ()):
+                 with_resource_server: bool = True, extra_args: tuple[str, ...] = (),
+                 rs_args: tuple[str, ...] = ()):
         self.as_port, self.rs_port = free_port(), free_port()
         self.issuer = issuer or f"http://127.0.0.1:{self.as_port}"
         self.base = f"http://127.0.0.1:{self.as_port}"  # where this instance listens
@@ -154,7 +155,7 @@ class Portal:
             workdir / f"{name}-as.log", f"{self.base}/.well-known/oauth-authorization-server", PORTAL_DIR)
         self.rs = Proc(f"{name}-rs", py + [
             "resource_server.py", "--listen", f"127.0.0.1:{self.rs_port}", "--issuer", self.issuer,
-            "--resource", self.resource, "--signing-key-file", str(key_file), *store],
+            "--resource", self.resource, "--signing-key-file", str(key_file), *store, *rs_args],
             workdir / f"{name}-rs.log", f"http://127.0.0.1:{self.rs_port}/.well-known/oauth-protected-resource/mcp",
             PORTAL_DIR) if with_resource_server else None
 

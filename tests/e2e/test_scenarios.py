@@ -333,3 +333,183 @@ def test_client_id_metadata_document(env, client_kind):
         finally:
             docs.close()
     env.run(scenario())
+
+
+# 8 ------------------------------------------------------------------------------------------
+
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+def call_resource(portal, access_token: str) -> int:
+    """The resource server's status for one MCP request carrying `access_token`."""
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    return httpx.post(portal.resource, json=ping, timeout=15,
+                      headers={**MCP_HEADERS, "Authorization": f"Bearer {access_token}"}).status_code
+
+
+async def raw_flow(env, portal, cid: str, auth: tuple[str, str] | None = None, **q) -> dict:
+    """/authorize, consent and the code exchange over raw HTTP; the token response."""
+    verifier, challenge = pkce()
+    query = {"response_type": "code", "client_id": cid, "redirect_uri": CALLBACK,
+             "code_challenge": challenge, "code_challenge_method": "S256", **q}
+    await env.browser.authorize(f"{portal.base}/authorize?{urlencode(query)}")
+    data = {"grant_type": "authorization_code", "code": env.browser.last_callback["code"],
+            "redirect_uri": CALLBACK, "code_verifier": verifier}
+    r = token_request(portal.base, data if auth else {**data, "client_id": cid}, auth=auth)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def register(portal, **meta) -> dict:
+    r = httpx.post(f"{portal.base}/register", json={"redirect_uris": [CALLBACK], **meta})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_8_superseded_refresh_token_keeps_the_grant(env):
+    """A repeated token.issue into a grant (what a retry without idempotency key does) ends
+    the first refresh token with a `revoked` event of reason `superseded`; the family lives
+    on, so its access tokens stay good. A revocation of the family ends them."""
+    async def scenario():
+        store = env.authstore()
+        portal = env.portal(store.ws_url, access_ttl=60)
+        cid = register(portal, token_endpoint_auth_method="none",
+                       grant_types=["authorization_code", "refresh_token"])["client_id"]
+        tokens = await raw_flow(env, portal, cid)
+        assert call_resource(portal, tokens["access_token"]) == 200
+        meta = grant_of(store, tokens["refresh_token"])
+        again = store.rpc("token.issue", {"client_id": cid, "user_id": meta["user_id"],
+                                          "grant_id": meta["grant_id"], "scope": meta["scope"],
+                                          "resource": meta["resource"]})
+        assert store.token_state(tokens["refresh_token"]) == "revoked"
+        assert store.token_state(again["token"]) == "active"
+        await asyncio.sleep(1)  # the `superseded` event reaches the resource server
+        assert call_resource(portal, tokens["access_token"]) == 200
+        # The control: revoking the family (reason `requested`) does end the access token.
+        assert store.rpc("token.revoke", {"grant_id": meta["grant_id"]})["revoked"] == 1
+        assert await wait_for(lambda: call_resource(portal, tokens["access_token"]) == 401)
+    env.run(scenario())
+
+
+def test_8_client_without_refresh_token(env):
+    """A client registered without `refresh_token` gets no refresh token, so authstore holds
+    nothing for its grant: its access token, minted after the resource server subscribed to
+    revocations, is accepted without a lookup. After a restart of the resource server an
+    older token is looked up and refused (the documented limitation)."""
+    async def scenario():
+        store = env.authstore()
+        portal = env.portal(store.ws_url, access_ttl=60, rs_args=("--clock-skew", "0"))
+        await asyncio.sleep(1.5)  # `iat` is whole seconds: be a second past the subscription
+        cid = register(portal, token_endpoint_auth_method="none",
+                       grant_types=["authorization_code"])["client_id"]
+        tokens = await raw_flow(env, portal, cid)
+        assert "refresh_token" not in tokens
+        assert call_resource(portal, tokens["access_token"]) == 200
+        # Its grant has no refresh token to rotate.
+        r = token_request(portal.base, {"grant_type": "refresh_token", "refresh_token": "x" * 43,
+                                        "client_id": cid})
+        assert r.status_code == 400 and r.json()["error"] == "unauthorized_client", r.text
+        portal.rs.restart()
+        assert call_resource(portal, tokens["access_token"]) == 401
+    env.run(scenario())
+
+
+def test_8_raw_http_client_metadata_checks(env):
+    """Raw HTTP: the registered authentication method, grant types and redirect URIs are
+    enforced; a refresh token can be revoked only by its own client; a client ID metadata
+    document on a private address is never fetched."""
+    async def scenario():
+        docs = DocumentServer(env.workdir, CALLBACK)
+        try:
+            store = env.authstore()
+            portal = env.portal(store.ws_url, with_resource_server=False)
+            basic = register(portal, token_endpoint_auth_method="client_secret_basic",
+                             grant_types=["authorization_code", "refresh_token"])
+            post = register(portal, token_endpoint_auth_method="client_secret_post",
+                            grant_types=["authorization_code", "refresh_token"])
+            public = register(portal, token_endpoint_auth_method="none",
+                              grant_types=["authorization_code", "refresh_token"])
+
+            # Each client authenticates the way it registered, and no other way.
+            tokens = await raw_flow(env, portal, basic["client_id"], auth=(basic["client_id"], basic["client_secret"]))
+            refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+            r = token_request(portal.base, {**refresh, "client_id": basic["client_id"],
+                                            "client_secret": basic["client_secret"]})
+            assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+            r = token_request(portal.base, {**refresh, "client_id": basic["client_id"]})
+            assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+            assert store.token_state(tokens["refresh_token"]) == "active"  # never reached token.rotate
+            r = token_request(portal.base, {"grant_type": "refresh_token", "refresh_token": "x" * 43},
+                              auth=(post["client_id"], post["client_secret"]))
+            assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+            r = token_request(portal.base, {"grant_type": "refresh_token", "refresh_token": "x" * 43,
+                                            "client_id": post["client_id"], "client_secret": post["client_secret"]})
+            assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+
+            # Another client's refresh token: refused (RFC 7009 §2.1), and still active.
+            r = httpx.post(f"{portal.base}/revoke", data={"token": tokens["refresh_token"],
+                                                          "client_id": public["client_id"]})
+            assert r.status_code == 400 and r.json()["error"] == "unauthorized_client", r.text
+            r = httpx.post(f"{portal.base}/revoke", data={"token": tokens["access_token"],
+                                                          "client_id": public["client_id"]})
+            assert r.status_code == 400 and r.json()["error"] == "unauthorized_client", r.text
+            assert store.token_state(tokens["refresh_token"]) == "active"
+            r = httpx.post(f"{portal.base}/revoke", data={"token": tokens["refresh_token"]},
+                           auth=(basic["client_id"], basic["client_secret"]))
+            assert r.status_code == 200 and store.token_state(tokens["refresh_token"]) == "revoked"
+
+            # Several redirect URIs: the request must name one.
+            two = register(portal, token_endpoint_auth_method="none",
+                           redirect_uris=[CALLBACK, CALLBACK + "2"])
+            q = {"response_type": "code", "client_id": two["client_id"], "code_challenge": pkce()[1]}
+            r = httpx.get(f"{portal.base}/authorize?{urlencode(q)}")
+            assert r.status_code == 400 and "location" not in r.headers, r.text
+            # One: it may be left out at /authorize and at /token alike.
+            one = register(portal, token_endpoint_auth_method="none")
+            verifier, challenge = pkce()
+            q = {"response_type": "code", "client_id": one["client_id"], "code_challenge": challenge}
+            await env.browser.authorize(f"{portal.base}/authorize?{urlencode(q)}")
+            r = token_request(portal.base, {"grant_type": "authorization_code", "client_id": one["client_id"],
+                                            "code": env.browser.last_callback["code"], "code_verifier": verifier})
+            assert r.status_code == 200 and "refresh_token" not in r.json(), r.text
+
+            # A metadata document on loopback: refused before any request is sent.
+            q = {"response_type": "code", "client_id": docs.url, "redirect_uri": CALLBACK,
+                 "code_challenge": pkce()[1]}
+            r = httpx.get(f"{portal.base}/authorize?{urlencode(q)}")
+            assert r.status_code == 400 and "location" not in r.headers, r.text
+            assert docs.fetches == 0
+        finally:
+            docs.close()
+    env.run(scenario())
+
+
+# 9 ------------------------------------------------------------------------------------------
+
+def test_9_resource_server_resubscribes_after_a_restore(env):
+    """authstore comes back on older data (a snapshot restore; here an empty database): the
+    resource server's cursor is ahead of the log (-32602 `since`). It drops what it believed
+    live, subscribes again from the new head, and hears the next revocation."""
+    async def scenario():
+        store = env.authstore()
+        portal = env.portal(store.ws_url, access_ttl=60, rs_args=("--clock-skew", "0"))
+        cid = register(portal, token_endpoint_auth_method="none",
+                       grant_types=["authorization_code", "refresh_token"])["client_id"]
+        tokens = await raw_flow(env, portal, cid)
+        grant = grant_of(store, tokens["refresh_token"])["grant_id"]
+        store.rpc("token.revoke", {"grant_id": grant})  # the resource server's cursor moves on
+        assert await wait_for(lambda: call_resource(portal, tokens["access_token"]) == 401)
+
+        store.proc.stop()
+        (env.workdir / "authstore-data").rename(env.workdir / "authstore-data.before-restore")
+        store.proc.start()
+        assert await wait_for(lambda: "restarting from head" in portal.rs.log.read_text(), 20)
+        await asyncio.sleep(1.1)  # `iat` is whole seconds
+
+        cid = register(portal, token_endpoint_auth_method="none",
+                       grant_types=["authorization_code", "refresh_token"])["client_id"]
+        tokens = await raw_flow(env, portal, cid)
+        assert call_resource(portal, tokens["access_token"]) == 200
+        store.rpc("token.revoke", {"grant_id": grant_of(store, tokens["refresh_token"])["grant_id"]})
+        assert await wait_for(lambda: call_resource(portal, tokens["access_token"]) == 401)
+    env.run(scenario())
