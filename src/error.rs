@@ -35,6 +35,9 @@ pub enum Error {
     /// The subscription cursor is older than the retained events (1006).
     #[error("cursor expired")]
     CursorExpired { oldest: String },
+    /// A subscription asked for over plain HTTP, which cannot carry its notifications (-32600).
+    #[error("subscriptions need a WebSocket")]
+    WebSocketRequired,
 }
 
 impl Error {

@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::rpc::middleware::PlainHttp;
 use crate::store::Store;
 
 /// The configured API keys, kept only as SHA-256 digests.
@@ -106,6 +107,10 @@ where
         }
         if is_get && let Some(answer) = probe(&self.gateway, request.uri().path()) {
             return answer;
+        }
+        let mut request = request;
+        if !jsonrpsee::server::ws::is_upgrade_request(&request) {
+            request.extensions_mut().insert(PlainHttp);
         }
         Box::pin(self.inner.call(request))
     }

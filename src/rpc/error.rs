@@ -7,6 +7,8 @@ use crate::error::Error;
 
 /// JSON-RPC's code for invalid params.
 pub const INVALID_PARAMS: i32 = -32602;
+/// JSON-RPC's code for a request that cannot be served as sent.
+pub const INVALID_REQUEST: i32 = -32600;
 pub const NOT_FOUND: i32 = 1001;
 pub const CONFLICT: i32 = 1002;
 pub const INVALID_GRANT: i32 = 1003;
@@ -36,6 +38,11 @@ impl From<Error> for ErrorObjectOwned {
             Error::OutcomeUnknown => {
                 (UNAVAILABLE, "unavailable".into(), json!({ "reason": "storage", "outcome": "unknown" }))
             }
+            Error::WebSocketRequired => (
+                INVALID_REQUEST,
+                "Invalid request: subscriptions need a WebSocket".into(),
+                json!({ "reason": "websocket_required" }),
+            ),
             Error::CursorExpired { oldest } => {
                 (CURSOR_EXPIRED, "cursor_expired".into(), json!({ "reason": "cursor_expired", "oldest": oldest }))
             }

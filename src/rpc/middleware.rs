@@ -137,6 +137,11 @@ where
     }
 }
 
+/// Marks the calls of a plain HTTP request (inserted by the HTTP layer; a WebSocket's calls
+/// do not carry it): a subscription needs a connection to send its notifications on.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainHttp;
+
 /// The RPC middleware; built per connection by `RpcServiceBuilder::layer_fn`.
 #[derive(Debug, Clone)]
 pub struct ObjectParams<S> {
@@ -158,7 +163,8 @@ where
     type BatchResponse = S::BatchResponse;
 
     fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
-        let refused = match shape(&request.method, request.params.as_deref()) {
+        let plain_http = request.extensions().get::<PlainHttp>().is_some();
+        let refused = match shape(&request.method, request.params.as_deref(), plain_http) {
             Ok(Some(wrapped)) => {
                 request.params = Some(Cow::Owned(wrapped));
                 None
@@ -178,7 +184,11 @@ where
     fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
         for entry in batch.iter_mut() {
             let refused = match entry {
-                Ok(BatchEntry::Call(request)) => match shape(&request.method, request.params.as_deref()) {
+                Ok(BatchEntry::Call(request)) => match shape(
+                    &request.method,
+                    request.params.as_deref(),
+                    request.extensions().get::<PlainHttp>().is_some(),
+                ) {
                     Ok(Some(wrapped)) => {
                         request.params = Some(Cow::Owned(wrapped));
                         None
@@ -209,8 +219,12 @@ const NO_PARAMS: &[&str] = &["server.ping", "server.info", "server.stats", "rpc.
 /// and the generated client already send `[{..}]`), an empty one becomes `[{}]`, and a longer
 /// one is refused: the method takes one object. A scalar is wrapped too, so the handler
 /// reports it as invalid params naming `params`. Unsubscribe methods take a bare id. Methods
-/// without params refuse any (`data.field` names the first key).
-fn shape(method: &str, params: Option<&RawValue>) -> Result<Option<Box<RawValue>>, Error> {
+/// without params refuse any (`data.field` names the first key). Over plain HTTP, subscribing
+/// and unsubscribing are refused: there is no connection to carry notifications.
+fn shape(method: &str, params: Option<&RawValue>, plain_http: bool) -> Result<Option<Box<RawValue>>, Error> {
+    if plain_http && method.ends_with("subscribe") {
+        return Err(Error::WebSocketRequired);
+    }
     if method.ends_with("unsubscribe") {
         return Ok(None);
     }
@@ -250,7 +264,7 @@ mod tests {
     }
 
     fn refused_field(method: &str, params: Option<&str>) -> String {
-        match shape(method, params.map(raw).as_deref()) {
+        match shape(method, params.map(raw).as_deref(), false) {
             Err(Error::InvalidParams { field, .. }) => field,
             other => panic!("expected invalid params, got {other:?}"),
         }
@@ -259,11 +273,11 @@ mod tests {
     #[test]
     fn objects_and_missing_params_are_wrapped_arrays_pass() {
         let object = raw(r#"{"id":"x"}"#);
-        assert_eq!(shape("session.get", Some(&object)).unwrap().unwrap().get(), r#"[{"id":"x"}]"#);
-        assert_eq!(shape("session.list", None).unwrap().unwrap().get(), "[{}]");
-        assert_eq!(shape("session.list", Some(&raw("[]"))).unwrap().unwrap().get(), "[{}]");
-        assert!(shape("session.get", Some(&raw(r#"[{"id":"x"}]"#))).unwrap().is_none());
-        assert!(shape("session.unsubscribe", Some(&object)).unwrap().is_none());
+        assert_eq!(shape("session.get", Some(&object), false).unwrap().unwrap().get(), r#"[{"id":"x"}]"#);
+        assert_eq!(shape("session.list", None, false).unwrap().unwrap().get(), "[{}]");
+        assert_eq!(shape("session.list", Some(&raw("[]")), false).unwrap().unwrap().get(), "[{}]");
+        assert!(shape("session.get", Some(&raw(r#"[{"id":"x"}]"#)), false).unwrap().is_none());
+        assert!(shape("session.unsubscribe", Some(&object), false).unwrap().is_none());
     }
 
     #[test]
@@ -273,7 +287,16 @@ mod tests {
         assert_eq!(refused_field("server.info", Some("[1]")), "params");
         assert_eq!(refused_field("rpc.discover", Some("\"x\"")), "params");
         for fine in [None, Some("{}"), Some("[]"), Some("null")] {
-            assert!(shape("server.ping", fine.map(raw).as_deref()).unwrap().is_none(), "{fine:?}");
+            assert!(shape("server.ping", fine.map(raw).as_deref(), false).unwrap().is_none(), "{fine:?}");
         }
+    }
+
+    #[test]
+    fn subscriptions_over_plain_http_are_refused_and_other_calls_are_not() {
+        for method in ["session.subscribe", "token.subscribe", "token.unsubscribe"] {
+            assert!(matches!(shape(method, None, true), Err(Error::WebSocketRequired)), "{method}");
+            assert!(shape(method, None, false).is_ok(), "{method} over a WebSocket");
+        }
+        assert!(shape("session.get", Some(&raw(r#"{"id":"x"}"#)), true).is_ok());
     }
 }

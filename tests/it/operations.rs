@@ -135,6 +135,28 @@ async fn the_probe_listener_answers_probes_without_a_key_and_nothing_else() {
     assert_eq!(http(&app, "GET", "/metrics", None, None).await.0, 401);
 }
 
+// Plain HTTP cannot carry notifications: a subscription asked for over it is refused with a
+// reason, not an internal error, alone or in a batch, and a WebSocket still subscribes.
+#[tokio::test]
+async fn subscribing_over_plain_http_says_a_websocket_is_needed() {
+    let app = TestApp::spawn().await;
+    let subscribe = r#"{"jsonrpc":"2.0","id":1,"method":"token.subscribe","params":{}}"#;
+    let (status, body) = http(&app, "POST", "/", None, Some(subscribe)).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["error"]["code"], -32600, "{body}");
+    assert_eq!(answer["error"]["data"]["reason"], "websocket_required", "{body}");
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"session.subscribe","params":{}},{"jsonrpc":"2.0","id":2,"method":"server.ping"}]"#;
+    let (_, body) = http(&app, "POST", "/", None, Some(batch)).await;
+    let answers: Value = serde_json::from_str(&body).unwrap();
+    let by_id = |id: i64| answers.as_array().unwrap().iter().find(|a| a["id"] == id).unwrap().clone();
+    assert_eq!(by_id(1)["error"]["data"]["reason"], "websocket_required", "{body}");
+    assert_eq!(by_id(2)["result"], "pong", "{body}");
+    let mut socket = tokio_tungstenite::connect_async(app.ws_url()).await.unwrap().0;
+    socket.send(Message::text(subscribe.to_string())).await.unwrap();
+    assert!(next_json(&mut socket).await["result"].is_u64(), "a WebSocket subscribes");
+}
+
 #[tokio::test]
 async fn without_api_keys_a_loopback_server_is_open() {
     let app = TestApp::spawn().await;
