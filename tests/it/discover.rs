@@ -95,9 +95,8 @@ async fn rpc_discover_lists_the_idempotency_key_on_exactly_the_state_changing_me
     let document: Value = app.client.request("rpc.discover", rpc_params![]).await.unwrap();
     for method in document["methods"].as_array().unwrap() {
         let name = method["name"].as_str().unwrap();
-        let keyed = method["params"]
-            .as_array()
-            .is_some_and(|params| params.iter().any(|p| p["name"] == "idempotency_key"));
+        let keyed =
+            method["params"].as_array().is_some_and(|params| params.iter().any(|p| p["name"] == "idempotency_key"));
         assert_eq!(keyed, CHANGING.contains(&name), "{name}: idempotency_key listed = {keyed}");
     }
 }
