@@ -156,3 +156,29 @@ async fn keyed_code_consume_retry_hands_back_data_unchanged() {
         assert_eq!(retry, first, "the retry's answer differs from the first");
     }
 }
+
+/// A keyed `token.revoke` by token, retried once the token has expired and been removed,
+/// still answers what the first call answered.
+#[tokio::test]
+async fn keyed_token_revoke_retry_answers_after_the_token_is_gone() {
+    let app = TestApp::spawn_with(Options::live_expiry(crate::support::Backend::Memory)).await;
+    call(&app.client, "client.register", public_client("app")).await.unwrap();
+    let issued =
+        call(&app.client, "token.issue", json!({"client_id": "app", "user_id": "u", "ttl_secs": 60})).await.unwrap();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let revoke = json!({"token": token, "idempotency_key": key()});
+    let first = call(&app.client, "token.revoke", revoke.clone()).await.unwrap();
+    assert_eq!(first, json!({"revoked": 1}));
+
+    app.advance(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match crate::support::error_of(call(&app.client, "token.get", json!({"token": token})).await) {
+            (1001, _) => break,
+            other => assert!(std::time::Instant::now() < deadline, "token still stored: {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let retry = call(&app.client, "token.revoke", revoke).await.unwrap();
+    assert_eq!(retry, first, "the retry's answer differs from the first");
+}
