@@ -29,8 +29,18 @@ fn key() -> String {
 
 /// Two connections send `method` with the same params (and key) at the same instant, `ROUNDS`
 /// times; every answer of a round, and a later retry, must be the first call's answer.
-async fn same_key_race(app: &TestApp, method: &'static str, mut params: impl AsyncFnMut(usize) -> Value) {
-    let clients = [Arc::new(app.connect().await), Arc::new(app.connect().await)];
+async fn same_key_race(app: &TestApp, method: &'static str, params: impl AsyncFnMut(usize) -> Value) {
+    same_key_race_on(app, app, method, params).await;
+}
+
+/// [`same_key_race`] with one caller on each of two instances (which may be the same).
+async fn same_key_race_on(
+    app: &TestApp,
+    other: &TestApp,
+    method: &'static str,
+    mut params: impl AsyncFnMut(usize) -> Value,
+) {
+    let clients = [Arc::new(app.connect().await), Arc::new(other.connect().await)];
     for round in 0..ROUNDS {
         let mut p = params(round).await;
         p["idempotency_key"] = json!(key());
@@ -181,4 +191,73 @@ async fn keyed_token_revoke_retry_answers_after_the_token_is_gone() {
     }
     let retry = call(&app.client, "token.revoke", revoke).await.unwrap();
     assert_eq!(retry, first, "the retry's answer differs from the first");
+}
+
+/// Two instances on one SurrealDB server: a portal's retry reaches the other instance while
+/// its first call is still running there.
+#[tokio::test]
+async fn same_key_racing_on_two_instances_gets_the_first_answer() {
+    let backend = crate::support::Backend::remote();
+    let a = TestApp::spawn_on(backend.clone()).await;
+    let b = TestApp::spawn_on(backend).await;
+    call(&a.client, "client.register", public_client("app")).await.unwrap();
+    same_key_race_on(
+        &a,
+        &b,
+        "code.issue",
+        async |_| json!({"client_id": "app", "user_id": "u", "redirect_uri": REDIRECT, "code_challenge": CHALLENGE}),
+    )
+    .await;
+    same_key_race_on(&a, &b, "token.issue", async |_| json!({"client_id": "app", "user_id": "u"})).await;
+    same_key_race_on(&a, &b, "token.rotate", async |_| json!({"token": issue_token(&a).await, "client_id": "app"}))
+        .await;
+    same_key_race_on(&a, &b, "code.consume", async |_| {
+        let issued = call(
+            &a.client,
+            "code.issue",
+            json!({"client_id": "app", "user_id": "u", "redirect_uri": REDIRECT, "code_challenge": CHALLENGE}),
+        )
+        .await
+        .unwrap();
+        json!({"code": issued["code"], "client_id": "app", "redirect_uri": REDIRECT, "code_verifier": VERIFIER})
+    })
+    .await;
+    same_key_race_on(&a, &b, "session.put", async |_| json!({"client_id": "app", "redirect_uri": REDIRECT})).await;
+}
+
+/// The at-rest rule: a copy of the database alone never yields a plaintext secret. A key is
+/// any 1 to 128 printable characters, so a portal may well send a counter; the server secret
+/// that keyed mints derive from is stored in the same database as the secrets' digests.
+#[tokio::test]
+async fn a_database_copy_alone_does_not_yield_a_secret_minted_under_a_short_key() {
+    let backend = crate::support::Backend::remote();
+    let crate::support::Backend::Remote { database, .. } = backend.clone() else { unreachable!() };
+    let app = TestApp::spawn_on(backend).await;
+    call(&app.client, "client.register", public_client("app")).await.unwrap();
+    let issued =
+        call(&app.client, "token.issue", json!({"client_id": "app", "user_id": "u", "idempotency_key": "417"}))
+            .await
+            .unwrap();
+
+    // What a copy of the database holds.
+    let server = crate::remote::server();
+    let db = surrealdb::engine::any::connect(server.url.as_str()).await.unwrap();
+    db.signin(surrealdb::opt::auth::Root { username: server.user.clone(), password: server.pass.clone() })
+        .await
+        .unwrap();
+    db.use_ns("authstore_test").use_db(database).await.unwrap();
+    let mut found = db
+        .query("SELECT VALUE secret FROM ONLY meta:idempotency; SELECT VALUE record::id(id) FROM token")
+        .await
+        .unwrap();
+    let server_secret: Option<String> = found.take(0).unwrap();
+    let hashes: Vec<String> = found.take(1).unwrap();
+
+    let recovered = server_secret.and_then(|server_secret| {
+        (0..10_000).map(|n| n.to_string()).find_map(|key| {
+            let candidate = authstore::secret::Mint::keyed(server_secret.as_bytes(), "token.issue", &key).secret();
+            hashes.contains(&authstore::secret::digest(&candidate)).then_some(candidate)
+        })
+    });
+    assert_eq!(recovered, None, "the refresh token {} was recovered from the database alone", issued["token"]);
 }
