@@ -261,3 +261,21 @@ async fn a_database_copy_alone_does_not_yield_a_secret_minted_under_a_short_key(
     });
     assert_eq!(recovered, None, "the refresh token {} was recovered from the database alone", issued["token"]);
 }
+
+/// Two instances started at the same moment against a fresh database must agree on the
+/// server secret, or a retry reaching the other instance hands back a secret that matches
+/// nothing.
+#[tokio::test]
+async fn instances_started_together_derive_the_same_keyed_secret() {
+    for round in 0..3 {
+        let backend = crate::support::Backend::remote();
+        let (a, b) = tokio::join!(TestApp::spawn_on(backend.clone()), TestApp::spawn_on(backend));
+        call(&a.client, "client.register", public_client("app")).await.unwrap();
+        let issue = json!({"client_id": "app", "user_id": "u", "idempotency_key": key()});
+        let first = call(&a.client, "token.issue", issue.clone()).await.unwrap();
+        let retry = call(&b.client, "token.issue", issue).await.unwrap();
+        assert_eq!(retry, first, "round {round}: the other instance answered another token");
+        let got = call(&b.client, "token.get", json!({"token": retry["token"]})).await;
+        assert!(got.is_ok(), "round {round}: the retried token is unknown: {got:?}");
+    }
+}
