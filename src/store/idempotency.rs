@@ -88,16 +88,20 @@ impl Store {
                 _ => Err(StoreError::Decode(format!("recorded refusal {marker:?}"))),
             };
         }
-        let answer = found.answer.unwrap_or(serde_json::Value::Null);
-        serde_json::from_value(answer)
-            .map(|a| Some(Recalled::Answer(a)))
-            .map_err(|e| StoreError::Decode(format!("recorded answer: {e}")))
+        // An answer is recorded either as SurrealDB values (a row, a count) or, from
+        // [`recordable`], as JSON text. No answer is itself a string.
+        let answer = match found.answer.unwrap_or(serde_json::Value::Null) {
+            serde_json::Value::String(text) => serde_json::from_str(&text),
+            value => serde_json::from_value(value),
+        };
+        answer.map(|a| Some(Recalled::Answer(a))).map_err(|e| StoreError::Decode(format!("recorded answer: {e}")))
     }
 
     /// Runs `attempt` until it stops asking for a retry, like [`Store::retrying`]. For a call
     /// with a key, an answer recorded under it is returned instead (through `recalled`), looked
-    /// for before each attempt and again after a refusal, which may be a call with the same key
-    /// having changed things first.
+    /// for before each attempt and again after a refusal or an `AlreadyExists`, either of which
+    /// may be a call with the same key having changed things first. Everything `attempt` reads
+    /// must be read inside it, so a retry answers from the record whatever changed since.
     pub(super) async fn keyed<R, T, F, Fut>(
         &self,
         keyed: Option<&Keyed>,
@@ -124,10 +128,12 @@ impl Store {
                 // A lost race, or a call with the same key that recorded its answer first: the
                 // next turn finds what it left.
                 Err(StoreError::Retry | StoreError::Recorded) => backoff(n).await,
-                Err(StoreError::Rejected(e)) => {
+                // A refusal, or a record that already exists, may be a call with the same key
+                // having got there first (its code, token or chosen client id): look again.
+                Err(e @ (StoreError::Rejected(_) | StoreError::AlreadyExists)) => {
                     return match self.recall::<R>(keyed).await? {
                         Some(found) => finish(found),
-                        None => Err(StoreError::Rejected(e)),
+                        None => Err(e),
                     };
                 }
                 other => return other,
@@ -173,8 +179,10 @@ impl Store {
     }
 }
 
-/// An answer as recorded for a retry: its JSON, with any secret blanked (a retry mints it again).
-pub(super) fn recordable<T: serde::Serialize>(answer: &T) -> Result<serde_json::Value, StoreError> {
+/// An answer as recorded for a retry: its JSON text, with any secret blanked (a retry mints it
+/// again). Text, not a SurrealDB object: an answer carries the caller's `data`, whose JSON must
+/// read back exactly as given (SurrealDB has no integer above `i64::MAX`, for one).
+pub(super) fn recordable<T: serde::Serialize>(answer: &T) -> Result<String, StoreError> {
     let mut value = serde_json::to_value(answer).map_err(|e| StoreError::Decode(e.to_string()))?;
     if let Some(fields) = value.as_object_mut() {
         for secret in ["code", "token", "client_secret"] {
@@ -183,7 +191,7 @@ pub(super) fn recordable<T: serde::Serialize>(answer: &T) -> Result<serde_json::
             }
         }
     }
-    Ok(value)
+    serde_json::to_string(&value).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
 /// The form a refusal is recorded in: the marker our SurrealQL `THROW`s use.

@@ -81,14 +81,6 @@ impl Store {
     /// `session.put`: creates or replaces a session for a registered client.
     pub async fn session_put(&self, s: NewSession, call: &Call, now: DateTime<Utc>) -> Result<Session, StoreError> {
         let keyed = call.keyed.as_ref();
-        // The client is read before the upsert, outside its transaction: a client deleted in
-        // between can leave a session behind, which expires on its own and cannot mint a
-        // code: code.issue conflicts with client.delete, and refuses a session stamped with
-        // another incarnation of its client (a client re-registered under the same id).
-        let client = self.client_row(&s.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
-        if !validate::redirect_uri_registered(&s.redirect_uri, &client.redirect_uris) {
-            return Err(Error::invalid("redirect_uri", "not registered for this client").into());
-        }
         const SQL: &str = "UPSERT ONLY $item.rid SET session_id = $item.id, client_id = $item.client_id, \
             redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
             code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
@@ -97,10 +89,9 @@ impl Store {
             client_incarnation = $item.client_incarnation RETURN AFTER";
         let vars = Vars::new()
             .set("rid", record("session", &s.id))
-            .set("client_incarnation", client.incarnation)
             .set("id", s.id)
-            .set("client_id", s.client_id)
-            .set("redirect_uri", s.redirect_uri)
+            .set("client_id", s.client_id.clone())
+            .set("redirect_uri", s.redirect_uri.clone())
             .set("state", s.state)
             .set("code_challenge", s.code_challenge)
             .set("code_challenge_method", s.code_challenge_method)
@@ -114,7 +105,23 @@ impl Store {
             .keyed(
                 keyed,
                 |row: SessionRow| Ok(Some(row)),
-                || self.write_keyed(SQL, vars.clone(), keyed, "$r", Vars::new()),
+                || async {
+                    // The client is read before the upsert, outside its transaction: a client
+                    // deleted in between can leave a session behind, which expires on its own and
+                    // cannot mint a code: code.issue conflicts with client.delete, and refuses a
+                    // session stamped with another incarnation of its client (a client
+                    // re-registered under the same id). Read inside the attempt, so that a keyed
+                    // retry answers from its record even if the client changed since.
+                    let client = self
+                        .client_row(&s.client_id)
+                        .await?
+                        .ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
+                    if !validate::redirect_uri_registered(&s.redirect_uri, &client.redirect_uris) {
+                        return Err(Error::invalid("redirect_uri", "not registered for this client").into());
+                    }
+                    let vars = vars.clone().set("client_incarnation", client.incarnation);
+                    self.write_keyed(SQL, vars, keyed, "$r", Vars::new()).await
+                },
             )
             .await?;
         row.map(Session::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))

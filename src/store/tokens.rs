@@ -264,30 +264,37 @@ impl Store {
     /// `token.revoke`: revokes the named families and all their active tokens.
     pub async fn token_revoke(&self, scope: RevokeScope, call: &Call, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let keyed = call.keyed.as_ref();
-        let (families, vars): (&Families, Vars) = match scope {
-            RevokeScope::Token(hash) => match self.token_row(&hash).await? {
-                // RFC 7009 §2.2: an unknown token is not an error (and changes nothing).
-                None => return Ok(0),
-                Some(t) => (&BY_GRANT, grant_vars(&t.grant_id)),
-            },
-            RevokeScope::Grant(grant_id) => (&BY_GRANT, grant_vars(&grant_id)),
-            RevokeScope::Client { client_id, user_id: None } => (&BY_CLIENT, Vars::new().set("client_id", client_id)),
-            RevokeScope::Client { client_id, user_id: Some(user_id) } => {
-                (&BY_CLIENT_USER, Vars::new().set("client_id", client_id).set("user_id", user_id))
-            }
-            RevokeScope::User(user_id) => (&BY_USER, Vars::new().set("user_id", user_id)),
-        };
-        let sql = format!(
-            "BEGIN; {} {} RETURN array::len($revoked); COMMIT;",
-            revoke_families(families),
-            record_answer("array::len($revoked)")
-        );
-        let vars = bind(vars, keyed).set("reason", "requested").set("now", now);
         let revoked: Option<u64> = self
             .keyed(
                 keyed,
                 |revoked: u64| Ok(Some(revoked)),
-                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
+                || async {
+                    // The token is looked up inside the attempt, so that a keyed retry answers from
+                    // its record even once the token has expired and gone.
+                    let (families, vars): (&Families, Vars) = match &scope {
+                        RevokeScope::Token(hash) => match self.token_row(hash).await? {
+                            // RFC 7009 §2.2: an unknown token is not an error (and changes nothing).
+                            None => return Ok(Some(0)),
+                            Some(t) => (&BY_GRANT, grant_vars(&t.grant_id)),
+                        },
+                        RevokeScope::Grant(grant_id) => (&BY_GRANT, grant_vars(grant_id)),
+                        RevokeScope::Client { client_id, user_id: None } => {
+                            (&BY_CLIENT, Vars::new().set("client_id", client_id.clone()))
+                        }
+                        RevokeScope::Client { client_id, user_id: Some(user_id) } => (
+                            &BY_CLIENT_USER,
+                            Vars::new().set("client_id", client_id.clone()).set("user_id", user_id.clone()),
+                        ),
+                        RevokeScope::User(user_id) => (&BY_USER, Vars::new().set("user_id", user_id.clone())),
+                    };
+                    let sql = format!(
+                        "BEGIN; {} {} RETURN array::len($revoked); COMMIT;",
+                        revoke_families(families),
+                        record_answer("array::len($revoked)")
+                    );
+                    let vars = bind(vars, keyed).set("reason", "requested").set("now", now);
+                    take_returned(&mut self.query(&sql, vars).await?)
+                },
             )
             .await?;
         Ok(revoked.unwrap_or(0))

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, clippy::duplicate_mod)]
 
+mod adversary;
 mod deploy;
 mod discover;
 mod durability;

@@ -535,3 +535,41 @@ async fn a_database_outage_fails_calls_fast_is_logged_once_and_does_not_hold_shu
         }
     }
 }
+
+/// The case idempotency keys exist for, on the database side: the answer to a keyed consume's
+/// commit is lost between SurrealDB and authstore, the caller hears `1005` and retries with the
+/// same key. The retry must get the grant (not `consumed`), and the grant must survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_consume_whose_commit_answer_is_lost_is_completed_by_its_retry() {
+    let proxy = Proxy::start().await;
+    let (backend, _) = through(&proxy);
+    let app = TestApp::spawn_with(Options { backend, ..Options::default() }).await;
+    app.register_client("app").await;
+    for round in 0..3 {
+        let code = app.issue_code("app", &format!("user-{round}")).await;
+        proxy.cut_on(b"consumed_at");
+        let cuts = proxy.cuts();
+        let params = CodeConsume {
+            idempotency_key: Some(authstore::secret::generate_id()),
+            ..TestApp::consume_params(&code.code, "app")
+        };
+        let first = CodeApiClient::consume(&app.client, params.clone().into()).await;
+        assert_eq!(proxy.cuts(), cuts + 1, "round {round}: the proxy cut the burn's answer");
+        eprintln!("round {round}: first answer {:?}", first.as_ref().map(|_| "the code").map_err(|_| failure(&first)));
+        let retried =
+            until_ok(Duration::from_secs(60), || CodeApiClient::consume(&app.client, params.clone().into())).await;
+        assert_eq!(retried.grant_id, code.grant_id, "round {round}");
+        let minted = TokenApiClient::issue(
+            &app.client,
+            TokenIssue {
+                client_id: "app".into(),
+                user_id: format!("user-{round}"),
+                grant_id: Some(code.grant_id.clone()),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .await;
+        assert!(minted.is_ok(), "round {round}: the grant survived the lost answer: {minted:?}");
+    }
+}
