@@ -43,11 +43,21 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let background =
             Background::start(store.clone(), clock.clone(), hub.clone(), metrics.clone(), config.timings).await;
-        let idempotency_secret = store
-            .idempotency_secret(&secret::generate_server_secret())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("reading the idempotency secret")?;
+        let idempotency_secret = match &config.idempotency_secret {
+            Some(configured) => configured.0.clone(),
+            None => {
+                tracing::warn!(
+                    "no --idempotency-secret (AUTHSTORE_IDEMPOTENCY_SECRET) is set: secrets minted under an \
+                     idempotency key derive from a secret kept in the database, so a copy of the database \
+                     plus a guessable key yields them (docs/decisions.md)"
+                );
+                store
+                    .idempotency_secret(&secret::generate_server_secret())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .context("reading the idempotency secret")?
+            }
+        };
         let cx = Arc::new(rpc::Context {
             store: store.clone(),
             policy: config.policy.clone(),
@@ -56,6 +66,7 @@ impl Application {
             hub,
             subscriber_send_timeout: config.subscriber_send_timeout,
             metrics: metrics.clone(),
+            idempotency_secret_id: secret::server_secret_id(idempotency_secret.as_bytes()),
             idempotency_secret: idempotency_secret.into_bytes(),
         });
         let module = rpc::module(cx).context("registering methods")?;

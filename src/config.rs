@@ -69,6 +69,16 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_API_KEY_FILE")]
     pub api_key_file: Option<std::path::PathBuf>,
 
+    /// The secret that secrets minted under an idempotency key are derived from (at least 32
+    /// characters; every instance on one database must share it). Unset, a random one is kept
+    /// in the database, where a copy of the database plus a guessable key yields the secret.
+    #[arg(long, env = "AUTHSTORE_IDEMPOTENCY_SECRET", hide_env_values = true)]
+    pub idempotency_secret: Option<String>,
+
+    /// File holding the idempotency secret (its first line).
+    #[arg(long, env = "AUTHSTORE_IDEMPOTENCY_SECRET_FILE", conflicts_with = "idempotency_secret")]
+    pub idempotency_secret_file: Option<std::path::PathBuf>,
+
     /// A second address that answers only `GET /health`, `/ready` and `/metrics`, without an
     /// API key and without JSON-RPC: for health checks and metrics scrapers that cannot carry
     /// a key (keep it off the public network).
@@ -187,6 +197,16 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// The server secret keyed mints derive from, as configured. Never printed.
+#[derive(Clone)]
+pub struct IdempotencySecret(pub String);
+
+impl std::fmt::Debug for IdempotencySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdempotencySecret(<redacted>)")
+    }
+}
+
 /// Everything `Application::build` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -203,6 +223,8 @@ pub struct Config {
     pub connection_buffer: u32,
     pub socket_send_buffer: Option<u32>,
     pub api_keys: ApiKeys,
+    /// The configured idempotency secret (`--idempotency-secret[-file]`), if any.
+    pub idempotency_secret: Option<IdempotencySecret>,
     pub max_subscriptions_per_connection: u32,
     pub max_in_flight_per_connection: usize,
     /// WebSocket ping interval and inactivity limit; `None` disables pings.
@@ -236,6 +258,7 @@ impl Config {
             connection_buffer: 1024,
             socket_send_buffer: None,
             api_keys: ApiKeys::default(),
+            idempotency_secret: None,
             max_subscriptions_per_connection: 64,
             max_in_flight_per_connection: 256,
             ws_ping: Some((Duration::from_secs(30), Duration::from_secs(90))),
@@ -263,6 +286,22 @@ impl TryFrom<&ServeArgs> for Config {
             keys.extend(
                 text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
             );
+        }
+        let idempotency_secret = match (&args.idempotency_secret, &args.idempotency_secret_file) {
+            (Some(value), _) => Some(value.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read --idempotency-secret-file {}: {e}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if idempotency_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err("the idempotency secret must be at least 32 characters".into());
         }
         if let Some(short) = keys.iter().find(|k| k.len() < 16) {
             return Err(format!("API keys must be at least 16 characters (one has {})", short.len()));
@@ -316,6 +355,7 @@ impl TryFrom<&ServeArgs> for Config {
             connection_buffer: args.connection_buffer.max(1),
             socket_send_buffer: args.socket_send_buffer,
             api_keys: ApiKeys::new(keys.iter().map(String::as_str)),
+            idempotency_secret: idempotency_secret.map(IdempotencySecret),
             max_subscriptions_per_connection: args.max_subscriptions_per_connection.max(1),
             max_in_flight_per_connection: args.max_in_flight_per_connection.max(1),
             ws_ping: (ping_interval > 0).then(|| (Duration::from_secs(ping_interval), Duration::from_secs(inactivity))),

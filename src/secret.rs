@@ -100,6 +100,15 @@ impl std::fmt::Debug for Mint {
     }
 }
 
+/// Names a server secret without revealing it (16 hex digits of a keyed hash): recorded with
+/// each keyed answer, so an answer minted under another secret is never handed back with a
+/// secret minted under this one.
+pub fn server_secret_id(server_secret: &[u8]) -> String {
+    let mut id = digest(&Mint::keyed(server_secret, "", "server secret id").secret());
+    id.truncate(16);
+    id
+}
+
 /// A fresh server secret for keyed mints (32 bytes from the OS RNG), base64url.
 pub fn generate_server_secret() -> String {
     random_b64(SECRET_BYTES)

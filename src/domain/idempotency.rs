@@ -33,6 +33,9 @@ pub struct Keyed {
     pub params: String,
     /// Until when the first answer is kept.
     pub expires_at: DateTime<Utc>,
+    /// Names the server secret the call's mint derives from: an answer recorded under another
+    /// one cannot be handed back (its secret would not be minted again).
+    pub secret_id: String,
 }
 
 /// What a state-changing call needs besides its params: its key, if it has one, and where
@@ -51,12 +54,14 @@ impl Call {
 }
 
 /// Checks `key` (1 to 128 printable ASCII characters) and describes the call `method` with
-/// `params` (given without the key). `server_secret` keys the derivation of minted secrets.
+/// `params` (given without the key). `server_secret` (named `secret_id`) keys the derivation
+/// of minted secrets.
 pub fn call<P: Serialize>(
     method: &str,
     key: Option<&str>,
     params: &P,
     server_secret: &[u8],
+    secret_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Call> {
     let Some(key) = key else {
@@ -75,9 +80,16 @@ pub fn call<P: Serialize>(
             record: secret::digest(&format!("{method}\0{key}")),
             params,
             expires_at: now + Duration::seconds(KEPT_FOR_SECS),
+            secret_id: secret_id.to_string(),
         }),
         mint: Mint::keyed(server_secret, method, key),
     })
+}
+
+/// The refusal for a retry whose first answer was minted under another server secret (the
+/// idempotency secret was changed since): its secret cannot be minted again.
+pub fn recorded_under_another_secret() -> Error {
+    Error::invalid(FIELD, "was answered under another idempotency secret; its answer cannot be handed back")
 }
 
 /// The refusal for a key presented again with other params.
@@ -98,12 +110,12 @@ mod tests {
     }
 
     fn keyed(method: &str, key: &str, params: serde_json::Value) -> Keyed {
-        call(method, Some(key), &params, SERVER, now()).unwrap().keyed.unwrap()
+        call(method, Some(key), &params, SERVER, "id", now()).unwrap().keyed.unwrap()
     }
 
     #[test]
     fn no_key_records_nothing_and_mints_at_random() {
-        let c = call("code.issue", None, &json!({}), SERVER, now()).unwrap();
+        let c = call("code.issue", None, &json!({}), SERVER, "id", now()).unwrap();
         assert!(c.keyed.is_none());
         assert!(matches!(c.mint, Mint::Random));
     }
@@ -111,11 +123,11 @@ mod tests {
     #[test]
     fn keys_are_one_to_128_printable_ascii_characters() {
         for bad in ["", "tab\there", "nul\0", "é", &"k".repeat(129)] {
-            let err = call("code.issue", Some(bad), &json!({}), SERVER, now()).unwrap_err();
+            let err = call("code.issue", Some(bad), &json!({}), SERVER, "id", now()).unwrap_err();
             assert!(matches!(err, Error::InvalidParams { ref field, .. } if field == FIELD), "{bad:?}: {err:?}");
         }
         for good in ["k", "a key with spaces", "~!@#$%^&*()", &"k".repeat(128)] {
-            assert!(call("code.issue", Some(good), &json!({}), SERVER, now()).is_ok(), "{good:?}");
+            assert!(call("code.issue", Some(good), &json!({}), SERVER, "id", now()).is_ok(), "{good:?}");
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The server secret that secrets minted under an idempotency key derive from.
     pub idempotency_secret: Vec<u8>,
+    /// Its name (`secret::server_secret_id`), recorded with each keyed answer.
+    pub idempotency_secret_id: String,
 }
 
 impl Context {
@@ -44,7 +46,7 @@ impl Context {
         params: &P,
         now: DateTime<Utc>,
     ) -> Result<Call, Error> {
-        idempotency::call(method, key.as_deref(), params, &self.idempotency_secret, now)
+        idempotency::call(method, key.as_deref(), params, &self.idempotency_secret, &self.idempotency_secret_id, now)
     }
 
     /// Runs one operation to completion on its own task, so that a client hanging up

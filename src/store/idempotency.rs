@@ -27,16 +27,17 @@ pub(super) fn record_answer(answer: &str) -> String {
         "IF $idem != NONE {{ \
             IF record::exists($idem) {{ THROW 'authstore:recorded' }}; \
             CREATE $idem SET params = $idem_params, answer = {answer}, refused = $idem_refused, \
-                expires_at = $idem_expires_at RETURN NONE; \
+                secret_id = $idem_secret_id, expires_at = $idem_expires_at RETURN NONE; \
          }};"
     )
 }
 
-/// Binds what [`record_answer`] needs: the key's record (NONE without a key), the params digest
-/// and how long the record is kept.
+/// Binds what [`record_answer`] needs: the key's record (NONE without a key), the params digest,
+/// the server secret's name and how long the record is kept.
 pub(super) fn bind(vars: Vars, keyed: Option<&Keyed>) -> Vars {
     vars.set("idem", keyed.map(|k| record("idem", &k.record)))
         .set("idem_params", keyed.map(|k| k.params.clone()))
+        .set("idem_secret_id", keyed.map(|k| k.secret_id.clone()))
         .set("idem_expires_at", keyed.map(|k| k.expires_at))
 }
 
@@ -51,6 +52,8 @@ struct Recorded {
     params: String,
     answer: Option<serde_json::Value>,
     refused: Option<String>,
+    /// The server secret the first call minted under (see `secret::server_secret_id`).
+    secret_id: Option<String>,
 }
 
 /// What a call with a key found recorded by an earlier call with the same key.
@@ -81,6 +84,11 @@ impl Store {
         };
         if !secret::constant_time_eq(&found.params, &keyed.params) {
             return Err(idempotency::reused_with_other_params().into());
+        }
+        // Minted under another idempotency secret, the first answer's secret cannot be minted
+        // again here: refuse rather than hand back one that matches nothing.
+        if found.secret_id.as_ref().is_some_and(|id| *id != keyed.secret_id) {
+            return Err(idempotency::recorded_under_another_secret().into());
         }
         if let Some(marker) = found.refused {
             return match thrown(&format!("authstore:{marker}")) {

@@ -11,7 +11,7 @@ use jsonrpsee::ws_client::WsClient;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::support::{CHALLENGE, Options, REDIRECT, TestApp, VERIFIER};
+use crate::support::{CHALLENGE, Options, REDIRECT, TestApp, VERIFIER, field_of};
 
 const ROUNDS: usize = 40;
 
@@ -225,19 +225,40 @@ async fn same_key_racing_on_two_instances_gets_the_first_answer() {
     same_key_race_on(&a, &b, "session.put", async |_| json!({"client_id": "app", "redirect_uri": REDIRECT})).await;
 }
 
+const IDEMPOTENCY_SECRET: &str = "configured-idempotency-secret-0123456789";
+
+fn with_configured_secret(config: &mut authstore::config::Config) {
+    config.idempotency_secret = Some(authstore::config::IdempotencySecret(IDEMPOTENCY_SECRET.into()));
+}
+
 /// The at-rest rule: a copy of the database alone never yields a plaintext secret. A key is
-/// any 1 to 128 printable characters, so a portal may well send a counter; the server secret
-/// that keyed mints derive from is stored in the same database as the secrets' digests.
+/// any 1 to 128 printable characters, so a portal may well send a counter. With the
+/// idempotency secret configured (kept out of the database), a copy plus a guessed key yields
+/// nothing; without it (the server secret kept in the database) the same attack succeeds,
+/// which is why the start warns and the docs say to configure it.
 #[tokio::test]
 async fn a_database_copy_alone_does_not_yield_a_secret_minted_under_a_short_key() {
+    for configured in [true, false] {
+        let recovered = copy_and_guess(configured).await;
+        if configured {
+            assert_eq!(recovered, None, "a refresh token was recovered from the database alone");
+        } else {
+            assert!(recovered.is_some(), "control: the server secret in the database yields the token");
+        }
+    }
+}
+
+/// Issues a token under the key "417", then searches a copy of the database for it.
+async fn copy_and_guess(configured: bool) -> Option<String> {
     let backend = crate::support::Backend::remote();
     let crate::support::Backend::Remote { database, .. } = backend.clone() else { unreachable!() };
-    let app = TestApp::spawn_on(backend).await;
+    let options =
+        Options { backend, tweak: if configured { with_configured_secret } else { |_| {} }, ..Default::default() };
+    let app = TestApp::spawn_with(options).await;
     call(&app.client, "client.register", public_client("app")).await.unwrap();
-    let issued =
-        call(&app.client, "token.issue", json!({"client_id": "app", "user_id": "u", "idempotency_key": "417"}))
-            .await
-            .unwrap();
+    call(&app.client, "token.issue", json!({"client_id": "app", "user_id": "u", "idempotency_key": "417"}))
+        .await
+        .unwrap();
 
     // What a copy of the database holds.
     let server = crate::remote::server();
@@ -253,13 +274,30 @@ async fn a_database_copy_alone_does_not_yield_a_secret_minted_under_a_short_key(
     let server_secret: Option<String> = found.take(0).unwrap();
     let hashes: Vec<String> = found.take(1).unwrap();
 
-    let recovered = server_secret.and_then(|server_secret| {
+    server_secret.and_then(|server_secret| {
         (0..10_000).map(|n| n.to_string()).find_map(|key| {
             let candidate = authstore::secret::Mint::keyed(server_secret.as_bytes(), "token.issue", &key).secret();
             hashes.contains(&authstore::secret::digest(&candidate)).then_some(candidate)
         })
-    });
-    assert_eq!(recovered, None, "the refresh token {} was recovered from the database alone", issued["token"]);
+    })
+}
+
+/// An answer minted under one idempotency secret, retried on an instance that has another
+/// (the secret was changed, or instances disagree): refused, naming the key, rather than
+/// answered with a secret minted again under the wrong one, which would match nothing.
+#[tokio::test]
+async fn a_retry_under_another_idempotency_secret_is_refused_not_answered_wrongly() {
+    let backend = crate::support::Backend::remote();
+    let before =
+        TestApp::spawn_with(Options { backend: backend.clone(), tweak: with_configured_secret, ..Default::default() })
+            .await;
+    let after = TestApp::spawn_on(backend).await;
+    call(&before.client, "client.register", public_client("app")).await.unwrap();
+    let issue = json!({"client_id": "app", "user_id": "u", "idempotency_key": key()});
+    let first = call(&before.client, "token.issue", issue.clone()).await.unwrap();
+    let retried = call(&after.client, "token.issue", issue).await;
+    assert_eq!(field_of(retried), "idempotency_key");
+    call(&after.client, "token.get", json!({"token": first["token"]})).await.expect("the first token is untouched");
 }
 
 /// Two instances started at the same moment against a fresh database must agree on the

@@ -29,6 +29,7 @@ async fn registered_module() -> jsonrpsee::RpcModule<()> {
         subscriber_send_timeout: config.subscriber_send_timeout,
         metrics: Arc::new(Metrics::new()),
         idempotency_secret: b"test".to_vec(),
+        idempotency_secret_id: "test".into(),
     };
     module(Arc::new(cx)).unwrap()
 }
