@@ -113,7 +113,11 @@ class Authstore:
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.proc = Proc(name, [AUTHSTORE_BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
                                 "--db", f"surrealkv://{workdir / name}-data"],
-                         workdir / f"{name}.log", f"{self.url}/ready", env={"RUST_LOG": "authstore=info,warn"})
+                         workdir / f"{name}.log", f"{self.url}/ready",
+                         # As production runs it: the idempotency secret is configuration,
+                         # kept out of the database (docs/operations.md).
+                         env={"RUST_LOG": "authstore=info,warn",
+                              "AUTHSTORE_IDEMPOTENCY_SECRET": "e2e-idempotency-secret-0123456789abcdef"})
 
     def start(self) -> Authstore:
         self.proc.start()
