@@ -89,13 +89,7 @@ impl Store {
             .set("now", now);
         // A retry gets the recorded client and the same secret: the caller's, or minted again
         // from the key.
-        let row: Option<ClientRow> = self
-            .keyed(
-                keyed,
-                |row: ClientRow| Ok(Some(row)),
-                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
-            )
-            .await?;
+        let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars).await?;
         let row = row.ok_or_else(|| StoreError::Decode("CREATE returned nothing".into()))?;
         Ok(with_secret(row.into_client(now)?, secret))
     }
@@ -132,13 +126,7 @@ impl Store {
             .set("redirect_uris", meta.metadata.redirect_uris)
             .set("max_age_secs", i64::try_from(max_age_secs).unwrap_or(i64::MAX))
             .set("now", now);
-        let row: Option<ClientRow> = self
-            .keyed(
-                keyed,
-                |row: ClientRow| Ok(Some(row)),
-                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
-            )
-            .await?;
+        let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars).await?;
         row.ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))?.into_client(now)
     }
 
@@ -269,13 +257,7 @@ impl Store {
             .set("client_id", client_id.to_string())
             .set("reason", "client_deleted")
             .set("now", now);
-        let deleted: Option<bool> = self
-            .keyed(
-                keyed,
-                |deleted: bool| Ok(Some(deleted)),
-                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
-            )
-            .await?;
+        let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars).await?;
         Ok(deleted.unwrap_or(false))
     }
 }

@@ -150,6 +150,22 @@ impl Store {
         Err(StoreError::Retry)
     }
 
+    /// [`Store::keyed`] for a transaction whose `RETURN` is both its answer and what it records
+    /// (a row, a flag, a count).
+    pub(super) async fn keyed_transaction<R: DeserializeOwned>(
+        &self,
+        keyed: Option<&Keyed>,
+        sql: &str,
+        vars: &Vars,
+    ) -> Result<Option<R>, StoreError> {
+        self.keyed(
+            keyed,
+            |answer: R| Ok(Some(answer)),
+            || async { take_returned(&mut self.query(sql, vars.clone()).await?) },
+        )
+        .await
+    }
+
     /// Runs one statement that names its parameters `$item.<name>` (see [`Store::write`]).
     /// With a key, it runs in its own transaction, outside group commit, recording `answer`
     /// (SurrealQL over the statement's result `$r`, or a bound `$idem_answer`) when the statement

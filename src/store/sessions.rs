@@ -162,13 +162,7 @@ impl Store {
             .set("data", c.data)
             .set("expires_at", c.expires_at)
             .set("now", now);
-        let updated: Option<SessionRow> = self
-            .keyed(
-                keyed,
-                |row: SessionRow| Ok(Some(row)),
-                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
-            )
-            .await?;
+        let updated: Option<SessionRow> = self.keyed_transaction::<SessionRow>(keyed, &sql, &vars).await?;
         match updated {
             Some(row) => Ok(row.into()),
             None => match self.session_row(&c.id).await? {
@@ -195,13 +189,7 @@ impl Store {
             record = record_answer("$deleted"),
         );
         let vars = bind(Vars::new(), keyed).set("rid", record("session", id)).set("now", now);
-        let deleted: Option<bool> = self
-            .keyed(
-                keyed,
-                |deleted: bool| Ok(Some(deleted)),
-                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
-            )
-            .await?;
+        let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars).await?;
         Ok(deleted.unwrap_or(false))
     }
 
@@ -250,13 +238,7 @@ impl Store {
             record_answer("array::len($gone)"),
         );
         let vars = bind(filter.bind(Vars::new()), keyed).set("now", now);
-        let purged: Option<u64> = self
-            .keyed(
-                keyed,
-                |purged: u64| Ok(Some(purged)),
-                || async { take_returned(&mut self.query(&sql, vars.clone()).await?) },
-            )
-            .await?;
+        let purged: Option<u64> = self.keyed_transaction::<u64>(keyed, &sql, &vars).await?;
         Ok(purged.unwrap_or(0))
     }
 }

@@ -194,6 +194,26 @@ async fn keys_are_one_to_128_printable_ascii_characters() {
     call(&app.client, "session.put", keyed(session_params("s"), &"k".repeat(128))).await.expect("128 is the limit");
 }
 
+/// The same call with the same key from each of `clients` at one instant: their answers.
+async fn pair(clients: &[Arc<WsClient>], method: &'static str, params: Value, round: usize) -> Vec<Value> {
+    let barrier = Arc::new(Barrier::new(clients.len()));
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let (client, params, barrier) = (client.clone(), params.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                call(&client, method, params).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap_or_else(|e| panic!("{method}, round {round}: {e}")));
+    }
+    answers
+}
+
 /// Two callers present one code with one key at the same instant, `rounds` times: both get the
 /// grant, and the grant is not revoked. A second key is a replay, and still revokes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,22 +222,7 @@ async fn a_keyed_retry_racing_its_first_consume_is_not_a_replay() {
     let clients = [Arc::new(app.connect().await), Arc::new(app.connect().await)];
     for round in 0..ROUNDS {
         let code = app.issue_code("app", "alice").await.code;
-        let params = keyed(consume_params(&code), &new_key());
-        let barrier = Arc::new(Barrier::new(2));
-        let tasks: Vec<_> = clients
-            .iter()
-            .map(|client| {
-                let (client, params, barrier) = (client.clone(), params.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    call(&client, "code.consume", params).await
-                })
-            })
-            .collect();
-        let mut answers = Vec::new();
-        for task in tasks {
-            answers.push(task.await.unwrap().unwrap_or_else(|e| panic!("round {round}: {e}")));
-        }
+        let answers = pair(&clients, "code.consume", keyed(consume_params(&code), &new_key()), round).await;
         assert_eq!(answers[0], answers[1], "round {round}: one answer for one operation");
         let grant_id = answers[0]["grant_id"].as_str().unwrap().to_string();
         let token = app.issue_token("app", "alice", Some(grant_id.clone())).await;
@@ -252,21 +257,7 @@ async fn a_keyed_retry_racing_its_first_rotation_is_not_reuse() {
     let mut token = app.issue_token("app", "alice", None).await;
     for round in 0..ROUNDS {
         let params = keyed(json!({"token": token.token, "client_id": "app"}), &new_key());
-        let barrier = Arc::new(Barrier::new(2));
-        let tasks: Vec<_> = clients
-            .iter()
-            .map(|client| {
-                let (client, params, barrier) = (client.clone(), params.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    call(&client, "token.rotate", params).await
-                })
-            })
-            .collect();
-        let mut answers = Vec::new();
-        for task in tasks {
-            answers.push(task.await.unwrap().unwrap_or_else(|e| panic!("round {round}: {e}")));
-        }
+        let answers = pair(&clients, "token.rotate", params, round).await;
         assert_eq!(answers[0], answers[1], "round {round}: one answer for one rotation");
         let next: IssuedToken = serde_json::from_value(answers[0].clone()).unwrap();
         assert_eq!(active_tokens(&app, &token.grant_id).await, vec![next.token_id.clone()], "round {round}");
