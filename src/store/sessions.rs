@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::events::session_event;
 use super::idempotency::{bind, record_answer};
-use super::{Store, StoreError, Vars, parse_data, record, take_all, take_returned};
+use super::{Store, StoreError, Vars, parse_data, record, take_all};
 use crate::domain::idempotency::Call;
 use crate::domain::session::{NewSession, SessionChange};
 use crate::domain::validate;
