@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
 use super::events::{BY_CLIENT, revoke_families, session_event};
-use super::idempotency::{bind, record_answer};
+use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Store, StoreError, Vars, record, take_all, take_returned};
 use crate::domain::client::ValidMetadata;
 use crate::domain::idempotency::Call;
@@ -77,7 +77,7 @@ impl Store {
              {record} \
              RETURN $r; \
              COMMIT;",
-            record = record_answer("$r"),
+            record = record_answer(keyed, "$r"),
         );
         let vars = bind(Vars::new(), keyed)
             .set("incarnation", secret::generate_id())
@@ -116,7 +116,7 @@ impl Store {
              {record} \
              RETURN $r; \
              COMMIT;",
-            record = record_answer("$r"),
+            record = record_answer(keyed, "$r"),
         );
         let vars = bind(Vars::new(), keyed)
             .set("rid", record("client", &client_id))
@@ -200,10 +200,10 @@ impl Store {
                 "BEGIN; \
                  LET $r = (UPDATE ONLY $rid SET metadata = $metadata, redirect_uris = $redirect_uris, \
                     secret_hash = $secret_hash, updated_at = $now WHERE secret_hash = $seen_secret_hash RETURN AFTER); \
-                 IF $r != NONE {{ {record} }}; \
+                 {record} \
                  RETURN $r; \
                  COMMIT;",
-                record = record_answer("$r"),
+                record = record_answer_if(keyed, "$r != NONE", "$r"),
             );
             let vars = bind(Vars::new(), keyed)
                 .set("rid", rid.clone())
@@ -250,7 +250,7 @@ impl Store {
              COMMIT;",
             purged = session_event("purged", "$s"),
             revoke = revoke_families(&BY_CLIENT),
-            record = record_answer("$c != NONE"),
+            record = record_answer(keyed, "$c != NONE"),
         );
         let vars = bind(Vars::new(), keyed)
             .set("rid", record("client", client_id))

@@ -77,7 +77,7 @@ impl Store {
                     RETURN NONE; \
                  {record} \
                  COMMIT;",
-                record = record_answer("$idem_answer"),
+                record = record_answer(keyed, "$idem_answer"),
             );
             let (session_rid, session_rev) = match &pending {
                 Some((s, rev, _)) => (Some(record("session", &s.id)), *rev),
@@ -195,7 +195,7 @@ impl Store {
              {record} \
              COMMIT;",
             revoke = revoke_tokens(&BY_GRANT),
-            record = record_answer("NONE"),
+            record = record_answer(keyed, "NONE"),
         );
         let family_expires_at =
             now + Duration::seconds(i64::try_from(policy.token.max_secs).unwrap_or(i64::MAX / 1000));

@@ -20,25 +20,39 @@ use crate::secret;
 const SERVER_SECRET: &str = "idempotency";
 
 /// SurrealQL that records `answer` (an expression; `$idem_refused` holds a refusal instead) under
-/// the call's key `$idem`, or does nothing for a call without one. A record already there means a
-/// call with the same key got there first: the transaction fails with `authstore:recorded`.
-pub(super) fn record_answer(answer: &str) -> String {
+/// the call's key `$idem`; nothing at all for a call without a key, so unkeyed calls pay
+/// nothing. A record already there means a call with the same key got there first: the
+/// transaction fails with `authstore:recorded`.
+pub(super) fn record_answer(keyed: Option<&Keyed>, answer: &str) -> String {
+    if keyed.is_none() {
+        return String::new();
+    }
     format!(
-        "IF $idem != NONE {{ \
-            IF record::exists($idem) {{ THROW 'authstore:recorded' }}; \
-            CREATE $idem SET params = $idem_params, answer = {answer}, refused = $idem_refused, \
-                secret_id = $idem_secret_id, expires_at = $idem_expires_at RETURN NONE; \
-         }};"
+        "IF record::exists($idem) {{ THROW 'authstore:recorded' }}; \
+         CREATE $idem SET params = $idem_params, answer = {answer}, refused = $idem_refused, \
+            secret_id = $idem_secret_id, expires_at = $idem_expires_at RETURN NONE;"
     )
 }
 
-/// Binds what [`record_answer`] needs: the key's record (NONE without a key), the params digest,
+/// [`record_answer`] only when `condition` (SurrealQL) holds: a conditional write that matched
+/// nothing changed nothing, so there is nothing to record.
+pub(super) fn record_answer_if(keyed: Option<&Keyed>, condition: &str, answer: &str) -> String {
+    if keyed.is_none() {
+        return String::new();
+    }
+    format!("IF {condition} {{ {} }};", record_answer(keyed, answer))
+}
+
+/// Binds what [`record_answer`] needs (nothing without a key): the key's record, the params digest,
 /// the server secret's name and how long the record is kept.
 pub(super) fn bind(vars: Vars, keyed: Option<&Keyed>) -> Vars {
-    vars.set("idem", keyed.map(|k| record("idem", &k.record)))
-        .set("idem_params", keyed.map(|k| k.params.clone()))
-        .set("idem_secret_id", keyed.map(|k| k.secret_id.clone()))
-        .set("idem_expires_at", keyed.map(|k| k.expires_at))
+    let Some(k) = keyed else {
+        return vars;
+    };
+    vars.set("idem", record("idem", &k.record))
+        .set("idem_params", k.params.clone())
+        .set("idem_secret_id", k.secret_id.clone())
+        .set("idem_expires_at", k.expires_at)
 }
 
 /// Binds a refusal to record (`invalid_grant:consumed`...): the call failed, but changed state.
@@ -182,8 +196,8 @@ impl Store {
             return self.write(sql, vars).await;
         };
         let txn = format!(
-            "BEGIN; LET $r = ({sql}); IF $r != NONE {{ {record} }}; RETURN $r; COMMIT;",
-            record = record_answer(answer)
+            "BEGIN; LET $r = ({sql}); {record} RETURN $r; COMMIT;",
+            record = record_answer_if(Some(keyed), "$r != NONE", answer)
         );
         let vars = bind(recorded.set("item", vars.0), Some(keyed));
         take_returned(&mut self.query(&txn, vars).await?)

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::events::session_event;
-use super::idempotency::{bind, record_answer};
+use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Store, StoreError, Vars, parse_data, record, take_all};
 use crate::domain::idempotency::Call;
 use crate::domain::session::{NewSession, SessionChange};
@@ -150,10 +150,10 @@ impl Store {
              LET $r = (UPDATE ONLY $rid SET user_id = $user_id ?? user_id, scope = $scope ?? scope, \
                 data = $data ?? data, expires_at = $expires_at ?? expires_at, updated_at = $now, rev += 1 \
                 WHERE expires_at > $now RETURN AFTER); \
-             IF $r != NONE {{ {record} }}; \
+             {record} \
              RETURN $r; \
              COMMIT;",
-            record = record_answer("$r"),
+            record = record_answer_if(keyed, "$r != NONE", "$r"),
         );
         let vars = bind(Vars::new(), keyed)
             .set("rid", record("session", &c.id))
@@ -186,7 +186,7 @@ impl Store {
              RETURN $deleted; \
              COMMIT;",
             removed = session_event("deleted", "$s"),
-            record = record_answer("$deleted"),
+            record = record_answer(keyed, "$deleted"),
         );
         let vars = bind(Vars::new(), keyed).set("rid", record("session", id)).set("now", now);
         let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars).await?;
@@ -235,7 +235,7 @@ impl Store {
              COMMIT;",
             conditions.join(" AND "),
             session_event("purged", "$s"),
-            record_answer("array::len($gone)"),
+            record_answer(keyed, "array::len($gone)"),
         );
         let vars = bind(filter.bind(Vars::new()), keyed).set("now", now);
         let purged: Option<u64> = self.keyed_transaction::<u64>(keyed, &sql, &vars).await?;

@@ -102,7 +102,7 @@ impl Store {
             };
             let sql = format!(
                 "BEGIN; {CLIENT_STILL_REGISTERED} {family_sql} {CREATE_NEW} {record} COMMIT;",
-                record = record_answer("$idem_answer")
+                record = record_answer(keyed, "$idem_answer")
             );
             let previous = family.as_ref().and_then(|f| f.active_token.as_deref()).map(|h| record("token", h));
             let vars = bind_new(bind(Vars::new(), keyed), &new)
@@ -203,7 +203,7 @@ impl Store {
                  {CREATE_NEW} \
                  {record} \
                  COMMIT;",
-                record = record_answer("$idem_answer"),
+                record = record_answer(keyed, "$idem_answer"),
             );
             let answer = issued(new.clone());
             let vars = bind_new(bind(Vars::new(), keyed), &new)
@@ -248,7 +248,7 @@ impl Store {
              LET $reused = (SELECT * FROM ONLY $old); {event} {revoke} {record} COMMIT;",
             event = token_event("reuse_detected", "$reused", "$reason"),
             revoke = revoke_tokens(&BY_GRANT),
-            record = record_answer("NONE"),
+            record = record_answer(keyed, "NONE"),
         );
         let vars = bind_refusal(bind(Vars::new(), keyed), &Error::InvalidGrant(InvalidGrant::ReuseDetected))
             .set("family_rev", family_rev)
@@ -290,7 +290,7 @@ impl Store {
                     let sql = format!(
                         "BEGIN; {} {} RETURN array::len($revoked); COMMIT;",
                         revoke_families(families),
-                        record_answer("array::len($revoked)")
+                        record_answer(keyed, "array::len($revoked)")
                     );
                     let vars = bind(vars, keyed).set("reason", "requested").set("now", now);
                     take_returned(&mut self.query(&sql, vars).await?)
