@@ -22,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building (release)"
-cargo build --release --locked --no-default-features --bin authstore
+cargo build --release --locked --bin authstore
 bin="$CARGO_TARGET_DIR/release/authstore"
 
 echo "== machine"

@@ -40,7 +40,7 @@ fn start() -> RemoteServer {
     std::thread::Builder::new()
         .name("surreal-server-owner".into())
         .spawn(move || {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_authstore-surreal"));
+            let mut command = Command::new(surreal_binary());
             command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
             die_with_parent(&mut command);
             let child = command.spawn();
@@ -57,6 +57,23 @@ fn start() -> RemoteServer {
     rx.recv().expect("owner thread").expect("start authstore-surreal");
     wait_for_port(port, Duration::from_secs(60));
     RemoteServer { url: format!("ws://127.0.0.1:{port}"), user, pass }
+}
+
+/// The `authstore-surreal` example, which `cargo test` builds next to the binaries
+/// (`target/debug/examples/`); `AUTHSTORE_SURREAL_BIN` overrides it.
+fn surreal_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("AUTHSTORE_SURREAL_BIN") {
+        return path.into();
+    }
+    let authstore = std::path::Path::new(env!("CARGO_BIN_EXE_authstore"));
+    let path = authstore.with_file_name("examples").join("authstore-surreal");
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `cargo test` (which builds examples) or \
+         `cargo build --example authstore-surreal` first",
+        path.display()
+    );
+    path
 }
 
 fn wait_for_port(port: u16, limit: Duration) {
