@@ -180,3 +180,49 @@ async fn purge_removes_exactly_the_matching_sessions() {
     let left = SessionApiClient::list(&app.client, SessionList::default().into()).await.unwrap();
     assert_eq!(left.items.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["keep"]);
 }
+
+/// Moves the app's manual clock forward to the next whole second.
+fn to_whole_second(app: &TestApp) {
+    let ms = i64::from(authstore::clock::Clock::now(&*app.clock).timestamp_subsec_millis());
+    app.clock.advance(chrono::Duration::milliseconds((1000 - ms) % 1000));
+}
+
+/// SurrealDB keys a datetime index by its RFC 3339 text with as few fractional digits as are
+/// exact, so a whole second (`…:10Z`) sorts after every `…:10.mmmZ`: a range scan up to
+/// `…:10.500Z` misses it. A deadline on a whole second must still expire on time.
+#[tokio::test]
+async fn a_session_whose_deadline_falls_on_a_whole_second_expires_on_time() {
+    let app = TestApp::spawn_with(crate::support::Options::live_expiry(backend())).await;
+    app.register_client("app").await;
+    to_whole_second(&app);
+    app.client.put(SessionPut { ttl_secs: Some(10), ..put(Some("round"), "app") }.into()).await.unwrap();
+    app.clock.advance(chrono::Duration::milliseconds(10_500));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got = SessionApiClient::get(&app.client, SessionRef { id: "round".into() }.into()).await;
+        if error_of(got) == (1001, "not_found".into()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduler did not remove a session 500 ms past its deadline"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The other side of the same key order: read at a whole second, `expires_at > $now` must
+/// still see a session that expires later in that second.
+#[tokio::test]
+async fn a_listing_on_a_whole_second_sees_the_sessions_that_expire_later_in_it() {
+    let app = TestApp::spawn_on(backend()).await;
+    app.register_client("app").await;
+    to_whole_second(&app);
+    app.clock.advance(chrono::Duration::milliseconds(500));
+    app.client.put(SessionPut { ttl_secs: Some(10), ..put(Some("late"), "app") }.into()).await.unwrap();
+    app.clock.advance(chrono::Duration::milliseconds(9_500));
+    let listed = SessionApiClient::list(&app.client, SessionList::default().into()).await.unwrap();
+    assert_eq!(listed.items.len(), 1, "a session 500 ms from its deadline is live");
+    let stats = authstore::rpc::api::ServerApiClient::stats(&app.client).await.unwrap();
+    assert_eq!(stats.sessions, 1);
+}
