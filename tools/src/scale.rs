@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use authstore::clock::{Clock, SystemClock};
 use authstore::rpc::api::{ClientApiClient, SessionApiClient, TokenApiClient};
-use authstore::types::{ClientRegister, SessionEvent, SessionRef, Subscribe, TokenRef};
+use authstore::types::{ClientRef, ClientRegister, SessionEvent, SessionRef, Subscribe, TokenRef};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use jsonrpsee::core::client::Subscription;
@@ -197,12 +197,8 @@ async fn register(port: u16) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         // Registered by an earlier run on this dataset: fine if it is there.
         Err(e) => {
-            match ClientApiClient::get(&*client, authstore::types::ClientRef { client_id: CLIENT_ID.into() }.into())
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(_) => Err(anyhow::anyhow!("registering {CLIENT_ID}: {e}")),
-            }
+            let existing = ClientApiClient::get(&*client, ClientRef { client_id: CLIENT_ID.into() }.into()).await;
+            existing.map(drop).map_err(|_| anyhow::anyhow!("registering {CLIENT_ID}: {e}"))
         }
     }
 }
