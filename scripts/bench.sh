@@ -22,8 +22,9 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building (release)"
-cargo build --release --locked --bin authstore
+cargo build --release --locked -p authstore -p authstore-tools
 bin="$CARGO_TARGET_DIR/release/authstore"
+tools="$CARGO_TARGET_DIR/release/authstore-tools"
 
 echo "== machine"
 nproc; grep -m1 'model name' /proc/cpuinfo || true; free -h | head -2
@@ -38,15 +39,15 @@ pids+=($!)
 sleep 2
 
 echo "== load"
-"$bin" bench --url "ws://127.0.0.1:$PORT" --seconds "$SECONDS_PER" --connections "$CONNECTIONS" --in-flight "$IN_FLIGHT" \
+"$tools" bench --url "ws://127.0.0.1:$PORT" --seconds "$SECONDS_PER" --connections "$CONNECTIONS" --in-flight "$IN_FLIGHT" \
     --half-peak --raw "surrealkv://$work/raw" --redis always=127.0.0.1:6390 --redis everysec=127.0.0.1:6391
 kill "${pids[0]}" 2>/dev/null || true
 
 echo "== scale ($SCALE_RECORDS records)"
-"$bin" scale --dir "$work/scale" --records "$SCALE_RECORDS" --port $((PORT + 2))
+"$tools" scale --dir "$work/scale" --records "$SCALE_RECORDS" --port $((PORT + 2))
 
 echo "== soak ($SOAK_CYCLES SIGKILL cycles)"
-"$bin" soak --cycles "$SOAK_CYCLES" --dir "$work/soak" --port $((PORT + 1))
+"$tools" soak --cycles "$SOAK_CYCLES" --dir "$work/soak" --port $((PORT + 1))
 
 echo "== fuzz ($FUZZ_CASES cases)"
 PROPTEST_CASES="$FUZZ_CASES" cargo test --locked --test it fuzz -- --nocapture

@@ -34,18 +34,11 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The load, soak and scale tools are another binary, `authstore-tools` (`tools/`).
 #[derive(Debug, Subcommand)]
-// Parsed once at start and matched once: the size of the serve variant costs nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve JSON-RPC over WebSocket and HTTP.
     Serve(ServeArgs),
-    /// Drive a running server (and optionally Redis) with load and print figures.
-    Bench(crate::bench::BenchArgs),
-    /// Run mixed load while killing and restarting the server, then check what was acknowledged.
-    Soak(crate::bench::soak::SoakArgs),
-    /// Seed a million live records, then measure reads, restart, expiry and memory at that size.
-    Scale(crate::bench::scale::ScaleArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -373,7 +366,7 @@ mod tests {
     fn config(flags: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(["authstore", "serve", "--db", "mem://"].iter().chain(flags))
             .map_err(|e| e.to_string())?;
-        let Command::Serve(args) = cli.command else { panic!("serve") };
+        let Command::Serve(args) = cli.command;
         Config::try_from(&args)
     }
 

@@ -19,11 +19,12 @@
 //!   `metrics`: the Prometheus registry.
 //! - `app`: assembles store and server; `config`: flags and env; `telemetry`: logging.
 //! - `clock`, `secret`: time and secrets, each behind one small module.
-//! - `bench`: `authstore bench`, the load generator (a client of the server, not part of it).
+//!
+//! The load, soak and scale tools are clients of the server, not part of it: the
+//! `authstore-tools` package in `tools/`.
 
 pub mod app;
 pub mod background;
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -13,12 +13,7 @@ const STACK_BYTES: usize = if cfg!(debug_assertions) { 20 << 20 } else { 10 << 2
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Command::Serve(args) => args,
-        Command::Bench(args) => return tool("bench", authstore::bench::run(args)),
-        Command::Soak(args) => return tool("soak", authstore::bench::soak::run(args)),
-        Command::Scale(args) => return tool("scale", authstore::bench::scale::run(args)),
-    };
+    let Command::Serve(args) = cli.command;
     authstore::telemetry::init(args.log_format);
     let config = match Config::try_from(&args) {
         Ok(config) => config,
@@ -77,25 +72,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
-    }
-}
-
-/// Runs one of the client-side tools to completion.
-fn tool(name: &str, job: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    // The tools may run SurrealDB in-process (bench --raw, scale's seeding): same stacks.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(STACK_BYTES).build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("authstore {name}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(job) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("authstore {name}: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -91,8 +91,8 @@ fn in_use(dir: &Path, lock: &Path, pid: Option<u32>) -> StoreError {
     StoreError::Database(format!(
         "the data directory {} is in use by another process: {} is locked{by}. Two processes on one \
          directory damage each other's write-ahead log, so this one stops without touching it. Stop \
-         the other (an overlapping restart, a second container on the same volume, `authstore bench \
-         --raw` or `scale` pointed at a live directory), or use another directory",
+         the other (an overlapping restart, a second container on the same volume, `authstore-tools \
+         bench --raw` or `scale` pointed at a live directory), or use another directory",
         dir.display(),
         lock.display()
     ))

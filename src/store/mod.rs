@@ -24,7 +24,6 @@ mod feed;
 mod idempotency;
 mod lock;
 mod schema;
-mod seed;
 mod sessions;
 mod stats;
 mod tokens;
@@ -47,7 +46,6 @@ use tokio::sync::Notify;
 pub use error::StoreError;
 pub use expiry::ExpiryPass;
 pub use feed::{EventRecord, LogBounds};
-pub use seed::{seeded_session, seeded_token};
 pub use sessions::SessionFilter;
 pub use tokens::TokenFilter;
 pub use wal_tail::WalRepair;
@@ -224,12 +222,6 @@ impl Store {
             Arc::new(Health { timeout: timeout.max(Duration::from_millis(1)), down: AtomicBool::new(false) });
         store.queues = Some(batch::Queues::start(&store));
         Ok(store)
-    }
-
-    /// A handle that runs every query on its own, without group commit: one query per read
-    /// or write, as a plain SurrealDB client would. The benchmark's raw ceiling uses it.
-    pub fn unbatched(&self) -> Store {
-        Store { queues: None, ..self.clone() }
     }
 
     /// Resolves after the next transaction that wrote events commits.

@@ -1,6 +1,6 @@
 //! History checking (Jepsen/Elle, Porcupine style): many connections run random operations on
 //! a tiny key space, with 2-way and wider races on one code or token, while subscribers record
-//! both event streams; the checker in `authstore::bench::history` then asserts that the history
+//! both event streams; the checker in `authstore_tools::history` then asserts that the history
 //! is explainable by the contract's sequential rules. Five deployments:
 //! in-process on `mem://`, on a real SurrealDB server, two `authstore serve` processes sharing
 //! one SurrealDB server, one `authstore serve` on embedded SurrealKV, and the same killed with
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use authstore::bench::history::{Report, Workload, WorkloadConfig, run_once};
+use authstore_tools::history::{Report, Workload, WorkloadConfig, run_once};
 
 use crate::remote::{free_port, server};
 use crate::support::{Backend, TestApp};
@@ -105,7 +105,7 @@ async fn history_across_two_instances_on_one_server_is_explainable() {
     let _b = serve_remote(&database, port_b);
     let endpoints = vec![format!("ws://127.0.0.1:{port_a}"), format!("ws://127.0.0.1:{port_b}")];
     for url in &endpoints {
-        authstore::bench::history::connect_retry(url, None, Duration::from_secs(180)).await.expect("instance up");
+        authstore_tools::history::connect_retry(url, None, Duration::from_secs(180)).await.expect("instance up");
     }
     let report = run_once(endpoints, config(), seconds()).await.expect("workload");
     assert_clean("two instances", &report);
@@ -117,7 +117,7 @@ async fn history_on_embedded_surrealkv_is_explainable() {
     let port = free_port();
     let _process = serve_surrealkv(&dir.path().join("db"), port);
     let endpoints = vec![format!("ws://127.0.0.1:{port}")];
-    authstore::bench::history::connect_retry(&endpoints[0], None, Duration::from_secs(120)).await.expect("up");
+    authstore_tools::history::connect_retry(&endpoints[0], None, Duration::from_secs(120)).await.expect("up");
     let report = run_once(endpoints, config(), seconds()).await.expect("workload");
     assert_clean("surrealkv", &report);
 }
@@ -137,7 +137,7 @@ async fn history_across_sigkill_restarts_is_explainable() {
     let phase = (seconds() / PHASES).max(Duration::from_millis(1500));
     for _ in 0..PHASES {
         // Each phase starts once the (re)started server answers.
-        authstore::bench::history::connect_retry(&endpoints[0], None, Duration::from_secs(120)).await.expect("up");
+        authstore_tools::history::connect_retry(&endpoints[0], None, Duration::from_secs(120)).await.expect("up");
         // The kill lands while the load is running: calls in flight end unknown.
         let load = workload.phase(&endpoints, phase);
         let kill = async {
@@ -151,7 +151,7 @@ async fn history_across_sigkill_restarts_is_explainable() {
     }
     workload.sweep(&endpoints).await;
     let feeds = feeds.finish().await;
-    let report = authstore::bench::history::check(&workload.history(feeds));
+    let report = authstore_tools::history::check(&workload.history(feeds));
     drop(process);
     assert_clean("sigkill restarts", &report);
 }

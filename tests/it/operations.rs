@@ -169,9 +169,9 @@ async fn without_api_keys_a_loopback_server_is_open() {
 fn a_public_address_without_a_key_is_refused_at_start() {
     use authstore::config::{Cli, Command, Config};
     use clap::Parser;
-    let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
-        Command::Serve(serve) => Config::try_from(&serve),
-        _ => unreachable!("serve was asked for"),
+    let parse = |args: &[&str]| {
+        let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command;
+        Config::try_from(&serve)
     };
     let refused = parse(&["authstore", "serve", "--listen", "0.0.0.0:8750"]).unwrap_err();
     assert!(refused.contains("without an API key"), "{refused}");

@@ -1,4 +1,4 @@
-//! `authstore soak --history`: the history workload for as long as asked, in rounds (each a
+//! `authstore-tools soak --history`: the history workload for as long as asked, in rounds (each a
 //! fresh key space, checked on its own), against given servers or against an `authstore serve`
 //! on SurrealKV that it kills with SIGKILL and restarts between phases.
 
@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::Args;
 
 use super::{Report, Workload, WorkloadConfig, check, connect_retry};
@@ -88,7 +87,7 @@ async fn round_with_kills(
         };
         tokio::join!(workload.phase(&endpoints, phase), kill);
         workload.disconnect();
-        *child = crate::bench::soak::start(exe, dir, port)?;
+        *child = crate::soak::start(exe, dir, port)?;
     }
     workload.sweep(&endpoints).await;
     let feeds = feeds.finish().await;
@@ -103,18 +102,15 @@ pub async fn run(args: &HistoryArgs, port: u16, dir: Option<PathBuf>) -> anyhow:
     let mut rounds = 0u64;
     let mut spawned: Option<(PathBuf, PathBuf, Child)> = None;
     if args.urls.is_empty() {
-        let exe = std::env::current_exe().context("finding the authstore binary")?;
-        let dir = dir.unwrap_or_else(|| {
-            std::env::temp_dir()
-                .join(format!("authstore-history-{}", crate::secret::generate_id().replace(['-', '_'], "x")))
-        });
+        let exe = crate::server_binary()?;
+        let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("authstore-history-{}", crate::run_id())));
         std::fs::create_dir_all(&dir)?;
-        eprintln!("authstore soak --history: {} s against a spawned server on {}", args.seconds, dir.display());
-        let child = crate::bench::soak::start(&exe, &dir, port)?;
+        eprintln!("authstore-tools soak --history: {} s against a spawned server on {}", args.seconds, dir.display());
+        let child = crate::soak::start(&exe, &dir, port)?;
         connect_retry(&format!("ws://127.0.0.1:{port}"), None, Duration::from_secs(60)).await?;
         spawned = Some((exe, dir, child));
     } else {
-        eprintln!("authstore soak --history: {} s against {}", args.seconds, args.urls.join(", "));
+        eprintln!("authstore-tools soak --history: {} s against {}", args.seconds, args.urls.join(", "));
     }
     while started.elapsed() < total {
         let secs = round.min(total.saturating_sub(started.elapsed())).max(Duration::from_secs(1));

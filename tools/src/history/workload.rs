@@ -52,7 +52,7 @@ impl Default for WorkloadConfig {
             workers: 6,
             api_key: None,
             request_timeout: Duration::from_secs(15),
-            run: format!("h{}", crate::secret::generate_id().replace(['-', '_'], "x")),
+            run: format!("h{}", crate::run_id()),
             grace_secs: 0,
             seed: u64::from_le_bytes(bytes),
             feeds: true,

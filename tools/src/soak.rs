@@ -1,4 +1,4 @@
-//! `authstore soak`: mixed load against the real binary while it is killed with SIGKILL and
+//! `authstore-tools soak`: mixed load against the real binary while it is killed with SIGKILL and
 //! restarted at random moments, then a check of everything that was acknowledged.
 
 use std::collections::HashSet;
@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use authstore::rpc::api::{ClientApiClient, CodeApiClient, SessionApiClient, TokenApiClient};
+use authstore::types::{ClientMetadata, ClientRegister, SessionRef, TokenIssue, TokenList, TokenRotate};
 use clap::Args;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use serde_json::json;
 
-use super::{REDIRECT, code_issue, consume, session};
-use crate::rpc::api::{ClientApiClient, CodeApiClient, SessionApiClient, TokenApiClient};
-use crate::types::{ClientMetadata, ClientRegister, SessionRef, TokenIssue, TokenList, TokenRotate};
+use crate::bench::{REDIRECT, code_issue, consume, session};
 
 #[derive(Debug, Args)]
 pub struct SoakArgs {
@@ -35,7 +35,7 @@ pub struct SoakArgs {
     #[arg(long)]
     pub kill_during_startup: bool,
     #[command(flatten)]
-    pub history: super::history::soak::HistoryArgs,
+    pub history: crate::history::soak::HistoryArgs,
 }
 
 /// Everything the load was told succeeded.
@@ -154,14 +154,13 @@ async fn load(kind: usize, cycle: usize, port: u16, shared: Shared) {
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     if args.history.history {
-        return super::history::soak::run(&args.history, args.port, args.dir).await;
+        return crate::history::soak::run(&args.history, args.port, args.dir).await;
     }
-    let exe = std::env::current_exe().context("finding the authstore binary")?;
-    let dir = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("authstore-soak-{}", crate::secret::generate_id().replace(['-', '_'], "x")))
-    });
+    let exe = crate::server_binary()?;
+    let dir =
+        args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("authstore-soak-{}", crate::run_id())));
     std::fs::create_dir_all(&dir)?;
-    eprintln!("authstore soak: {} cycles, data in {}", args.cycles, dir.display());
+    eprintln!("authstore-tools soak: {} cycles, data in {}", args.cycles, dir.display());
     let shared: Shared = Arc::default();
     let mut child = start(&exe, &dir, args.port)?;
     let admin = connect(args.port).await?;
@@ -241,7 +240,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             _ => two_active += 1,
         }
     }
-    let _ = ClientApiClient::get(&client, crate::types::ClientRef { client_id: "soak".into() }.into()).await;
+    let _ = ClientApiClient::get(&client, authstore::types::ClientRef { client_id: "soak".into() }.into()).await;
     child.kill()?;
     child.wait()?;
     println!("soak: {} SIGKILL cycles in {:.0?}", args.cycles, started.elapsed());

@@ -1105,7 +1105,7 @@ mod tests {
 
     #[test]
     fn feeds_must_agree_in_order_without_gaps_or_phantoms() {
-        use crate::bench::history::Feed;
+        use crate::history::Feed;
         let ev =
             |c: &str, kind: &str, sid: &str| json!({"cursor": c, "kind": kind, "session_id": sid, "client_id": "c"});
         let feed =

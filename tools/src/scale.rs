@@ -1,4 +1,4 @@
-//! `authstore scale`: what happens at a million live records. Seeds a small and a large
+//! `authstore-tools scale`: what happens at a million live records. Seeds a small and a large
 //! dataset (sessions and refresh tokens, each token in its own family) straight into SurrealKV,
 //! then starts the real server on each and measures: time from process start to `/ready`
 //! (first start, and again after SIGKILL), resident memory, `session.get` and `token.get`
@@ -11,21 +11,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use authstore::clock::{Clock, SystemClock};
+use authstore::rpc::api::{ClientApiClient, SessionApiClient, TokenApiClient};
+use authstore::types::{ClientRef, ClientRegister, SessionEvent, SessionRef, Subscribe, TokenRef};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use jsonrpsee::core::client::Subscription;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Outcome, Until, drive, err, session};
-use crate::clock::{Clock, SystemClock};
-use crate::rpc::api::{SessionApiClient, TokenApiClient};
-use crate::store::{Location, Store, StoreConfig, seeded_session, seeded_token};
-use crate::types::{SessionEvent, SessionRef, Subscribe, TokenRef};
+use crate::bench::{Outcome, Until, drive, err, public_client, session};
+use crate::surreal::{SEED_CHUNK, seeded_session, seeded_token};
 
 const CLIENT_ID: &str = "scale-client";
-/// Records per seeding transaction.
-const SEED_CHUNK: usize = 2_000;
+/// The name of the seeded dataset (`scale-session-K`, `scale-token-K`).
+const DATASET: &str = "scale";
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
@@ -72,7 +72,7 @@ struct Figures {
 }
 
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("finding the authstore binary")?;
+    let exe = crate::server_binary()?;
     std::fs::create_dir_all(&args.dir)?;
     let small = measure(&args, &exe, args.small, false).await?;
     let large = measure(&args, &exe, args.records, true).await?;
@@ -139,6 +139,7 @@ async fn measure(args: &ScaleArgs, exe: &Path, records: usize, large: bool) -> a
     let _ = server.wait();
     let (mut server, ready_after_kill) = start(exe, &dir, args.port).await?;
     let pid = server.id();
+    register(args.port).await?;
     eprintln!("scale: {records} records ready in {ready_first:.2?} (after SIGKILL: {ready_after_kill:.2?})");
     let rss_ready_kib = rss_kib(pid);
     let result = async {
@@ -163,24 +164,19 @@ async fn measure(args: &ScaleArgs, exe: &Path, records: usize, large: bool) -> a
     result
 }
 
-/// Writes `records` sessions and tokens straight into the database at `path`.
+/// Writes `records` sessions and tokens straight into the database at `path`, as the server's
+/// schema has them (the client they belong to is registered through the server, `register`).
 async fn seed(path: &Path, records: usize) -> anyhow::Result<()> {
-    let config = StoreConfig {
-        location: Location::SurrealKv(path.display().to_string()),
-        namespace: "authstore".into(),
-        database: "authstore".into(),
-        username: None,
-        password: None,
-    };
-    let store = Store::open(&config).await.context("opening the dataset")?.unbatched();
+    let url = format!("surrealkv://{}", path.display());
+    let db = crate::surreal::open(&url, "authstore").await.context("opening the dataset")?;
     let clock = SystemClock;
-    super::register_directly(&store, CLIENT_ID, clock.now()).await?;
     let started = Instant::now();
     let mut done = 0;
     let mut reported = 0;
     while done < records {
         let count = SEED_CHUNK.min(records - done);
-        store.seed(done, count, CLIENT_ID, chrono::Duration::hours(12), clock.now()).await?;
+        let now = clock.now();
+        crate::surreal::seed(&db, DATASET, done, count, CLIENT_ID, now, now + chrono::Duration::hours(12)).await?;
         done += count;
         if done - reported >= 100_000 || done == records {
             reported = done;
@@ -188,8 +184,23 @@ async fn seed(path: &Path, records: usize) -> anyhow::Result<()> {
             eprintln!("scale: seeded {done}/{records} sessions and tokens ({rate:.0} of each per second)");
         }
     }
-    drop(store);
+    drop(db);
     Ok(())
+}
+
+/// Registers the client the seeded records belong to, unless an earlier run on this dataset did.
+async fn register(port: u16) -> anyhow::Result<()> {
+    let client = connect(port).await?;
+    let register =
+        ClientRegister { client_id: Some(CLIENT_ID.into()), metadata: public_client(), ..Default::default() };
+    match client.register(register.into()).await {
+        Ok(_) => Ok(()),
+        // Registered by an earlier run on this dataset: fine if it is there.
+        Err(e) => {
+            let existing = ClientApiClient::get(&*client, ClientRef { client_id: CLIENT_ID.into() }.into()).await;
+            existing.map(drop).map_err(|_| anyhow::anyhow!("registering {CLIENT_ID}: {e}"))
+        }
+    }
 }
 
 /// Starts the server on `dir/db` and returns it with the time from spawn to `/ready` = 200.
@@ -263,13 +274,13 @@ async fn reads(args: &ScaleArgs, records: usize) -> anyhow::Result<Vec<Outcome>>
     let pick = move |w: usize, i: u64| (w.wrapping_mul(7919) + i as usize * 104_729) % records.max(1);
     let c = clients.clone();
     let gets = drive("session.get", workers, duration, None, false, move |w, i| {
-        let (client, id) = (c[w % c.len()].clone(), seeded_session(pick(w, i)));
+        let (client, id) = (c[w % c.len()].clone(), seeded_session(DATASET, pick(w, i)));
         async move { SessionApiClient::get(&*client, SessionRef { id }.into()).await.map(|_| true).map_err(err) }
     })
     .await;
     let c = clients.clone();
     let tokens = drive("token.get", workers, duration, None, false, move |w, i| {
-        let (client, token) = (c[w % c.len()].clone(), seeded_token(pick(w, i)));
+        let (client, token) = (c[w % c.len()].clone(), seeded_token(DATASET, pick(w, i)));
         async move { TokenApiClient::get(&*client, TokenRef { token }.into()).await.map(|_| true).map_err(err) }
     })
     .await;
@@ -296,7 +307,7 @@ async fn expiry(args: &ScaleArgs) -> anyhow::Result<()> {
         "scale: expiry: {puts} sessions with a {TTL_SECS} s lifetime over {} s ({rate:.0}/s)",
         args.expiry_seconds
     );
-    let prefix = format!("exp-{}", crate::secret::generate_id().replace(['-', '_'], "x"));
+    let prefix = format!("exp-{}", crate::run_id());
     let p = prefix.clone();
     let put = tokio::spawn(drive("expiring puts", 8, Until::Count(puts), Some(rate), true, move |w, i| {
         let client = writer.clone();

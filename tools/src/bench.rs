@@ -1,12 +1,6 @@
-//! `authstore bench`: a load generator that drives a running server over real WebSockets with
+//! `authstore-tools bench`: a load generator that drives a running server over real WebSockets with
 //! N connections × M calls in flight, and Redis with the same tool at the same concurrency,
 //! then prints throughput, latency percentiles and ratios to the baselines.
-
-pub mod history;
-mod raw;
-mod resp;
-pub mod scale;
-pub mod soak;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,20 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Args;
-use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
-
-use crate::domain::client::{self, Origin};
-use crate::domain::idempotency::Call;
-use crate::rpc::api::{ClientApiClient, CodeApiClient, ServerApiClient, SessionApiClient, TokenApiClient};
-use crate::store::Store;
-use crate::types::{
+use authstore::rpc::api::{ClientApiClient, CodeApiClient, ServerApiClient, SessionApiClient, TokenApiClient};
+use authstore::types::{
     ClientMetadata, ClientRegister, CodeConsume, CodeIssue, SessionPut, SessionRef, TokenIssue, TokenRef, TokenRotate,
 };
+use clap::Args;
+use hdrhistogram::Histogram;
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub(crate) const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const ALL: &[&str] = &["ping", "session.put", "session.get", "token.get", "code.consume", "flow"];
 
 #[derive(Debug, Args)]
@@ -66,6 +57,10 @@ pub struct BenchArgs {
     pub redis: Vec<String>,
 }
 
+/// The longest latency recorded as itself, in microseconds (a minute); longer calls count as
+/// this long (calls time out after 60 s anyway).
+const LONGEST_US: u64 = 60_000_000;
+
 /// One workload's figures.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -73,26 +68,35 @@ pub struct Outcome {
     pub ops: u64,
     pub errors: u64,
     pub elapsed: Duration,
-    pub latencies_us: Vec<u64>,
+    /// Per-call latencies in microseconds, to three significant digits.
+    pub latencies_us: Histogram<u64>,
 }
 
 impl Outcome {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn percentile(&self, p: f64) -> f64 {
+    /// The latency at quantile `p` (0.5 = median), in milliseconds; 0 when nothing succeeded.
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
         }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
+        self.latencies_us.value_at_quantile(p) as f64 / 1000.0
     }
+}
+
+/// An empty latency histogram: 1 µs to a minute, three significant digits.
+#[allow(clippy::expect_used)]
+pub(crate) fn histogram() -> Histogram<u64> {
+    // Constant bounds that hdrhistogram accepts (low ≥ 1, high ≥ 2 × low, digits ≤ 5): this
+    // cannot fail, and the tests build one.
+    Histogram::new_with_bounds(1, LONGEST_US, 3).expect("constant histogram bounds are valid")
 }
 
 /// When a workload stops.
 #[derive(Clone, Copy)]
-enum Until {
+pub(crate) enum Until {
     Elapsed(Duration),
     Count(u64),
 }
@@ -101,7 +105,14 @@ enum Until {
 /// work. With `pace` (calls per second, all workers together) each worker starts its calls on
 /// a fixed schedule, and a call that starts late counts from its slot, so queueing shows. Prints
 /// progress every second unless `quiet`.
-async fn drive<F, Fut>(name: &str, workers: usize, until: Until, pace: Option<f64>, quiet: bool, op: F) -> Outcome
+pub(crate) async fn drive<F, Fut>(
+    name: &str,
+    workers: usize,
+    until: Until,
+    pace: Option<f64>,
+    quiet: bool,
+    op: F,
+) -> Outcome
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<bool, String>> + Send,
@@ -128,7 +139,7 @@ where
     for worker in 0..workers {
         let (op, done, errors, first_error) = (op.clone(), done.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(4096);
+            let mut latencies = histogram();
             // Spread the workers' schedules over one interval.
             let interval = pace.map(|rate| Duration::from_secs_f64(workers as f64 / rate.max(1e-3)));
             let offset = interval.map(|d| d.mul_f64(worker as f64 / workers as f64)).unwrap_or_default();
@@ -157,7 +168,7 @@ where
                 };
                 match op(worker, i).await {
                     Ok(true) => {
-                        latencies.push(t0.elapsed().as_micros() as u64);
+                        latencies.saturating_record((t0.elapsed().as_micros() as u64).clamp(1, LONGEST_US));
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(false) => break,
@@ -170,16 +181,18 @@ where
             latencies
         }));
     }
-    let mut latencies_us = Vec::new();
+    let mut latencies_us = histogram();
     for task in tasks {
-        latencies_us.extend(task.await.unwrap_or_default());
+        if let Ok(latencies) = task.await {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = latencies_us.add(&latencies);
+        }
     }
     let elapsed = started.elapsed();
     finished.store(true, Ordering::Relaxed);
     if let Some(progress) = progress {
         progress.abort();
     }
-    latencies_us.sort_unstable();
     if let Some(e) = first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         eprintln!("  {name}: {} errors, first: {e}", errors.load(Ordering::Relaxed));
     }
@@ -194,7 +207,7 @@ where
 
 /// Runs `make` `n` times from `workers` tasks and keeps what each call returns (the
 /// preloaded codes and tokens).
-async fn collect<F, Fut>(workers: usize, n: usize, make: F) -> Arc<Vec<String>>
+pub(crate) async fn collect<F, Fut>(workers: usize, n: usize, make: F) -> Arc<Vec<String>>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<String, String>> + Send,
@@ -234,7 +247,7 @@ async fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Arc<WsClient>>> {
 }
 
 /// The JSON-RPC error text of a failed call.
-fn err(e: jsonrpsee::core::client::Error) -> String {
+pub(crate) fn err(e: jsonrpsee::core::client::Error) -> String {
     e.to_string()
 }
 
@@ -242,7 +255,7 @@ fn err(e: jsonrpsee::core::client::Error) -> String {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let clients = connect(&args).await?;
     let workers = args.connections * args.in_flight.max(1);
-    let run_id = crate::secret::generate_id().replace(['-', '_'], "x");
+    let run_id = crate::run_id();
     let client_id = format!("bench-{run_id}");
     let admin = clients[0].clone();
     admin
@@ -253,7 +266,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("registering the benchmark client")?;
     eprintln!(
-        "authstore bench: {} connections × {} in flight = {workers} outstanding calls, {} s per workload",
+        "authstore-tools bench: {} connections × {} in flight = {workers} outstanding calls, {} s per workload",
         args.connections, args.in_flight, args.seconds
     );
     let setup = Setup {
@@ -280,7 +293,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(url) = &args.raw {
-        outcomes.extend(raw::run(url, &args.workloads, workers, args.seconds, args.preload).await?);
+        outcomes.extend(crate::raw::run(url, &args.workloads, workers, args.seconds, args.preload).await?);
     }
     for spec in &args.redis {
         let (label, addr) = spec.split_once('=').unwrap_or(("redis", spec.as_str()));
@@ -417,7 +430,7 @@ async fn workload_run(setup: &Setup, workload: &str, pace: Option<f64>) -> anyho
 }
 
 /// The metadata of the public client every tool registers (PKCE, refresh tokens).
-fn public_client() -> ClientMetadata {
+pub(crate) fn public_client() -> ClientMetadata {
     ClientMetadata {
         redirect_uris: vec![REDIRECT.into()],
         token_endpoint_auth_method: Some("none".into()),
@@ -426,14 +439,7 @@ fn public_client() -> ClientMetadata {
     }
 }
 
-/// Registers the tools' public client straight in `store`.
-async fn register_directly(store: &Store, client_id: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
-    let meta = client::metadata(public_client(), Origin::Registered)?;
-    store.client_register(client_id.to_string(), meta, None, &Call::unkeyed(), now).await?;
-    Ok(())
-}
-
-fn session(client_id: &str, id: String) -> SessionPut {
+pub(crate) fn session(client_id: &str, id: String) -> SessionPut {
     SessionPut {
         id: Some(id),
         client_id: client_id.into(),
@@ -445,7 +451,7 @@ fn session(client_id: &str, id: String) -> SessionPut {
     }
 }
 
-fn code_issue(client_id: &str) -> CodeIssue {
+pub(crate) fn code_issue(client_id: &str) -> CodeIssue {
     CodeIssue {
         client_id: Some(client_id.into()),
         user_id: Some("alice".into()),
@@ -456,7 +462,7 @@ fn code_issue(client_id: &str) -> CodeIssue {
     }
 }
 
-fn consume(client_id: &str, code: String) -> CodeConsume {
+pub(crate) fn consume(client_id: &str, code: String) -> CodeConsume {
     CodeConsume {
         code,
         client_id: client_id.into(),
@@ -467,13 +473,18 @@ fn consume(client_id: &str, code: String) -> CodeConsume {
     }
 }
 
-/// The Redis equivalents: SET with EX (session.put), GET (session.get), GETDEL (code.consume).
+/// The Redis equivalents: SET with EX (session.put), GET (session.get), GETDEL (code.consume),
+/// one connection per task with one command in flight, like the WebSocket workloads' calls.
 async fn redis(label: &str, addr: &str, workers: usize, args: &BenchArgs, run: &str) -> anyhow::Result<Vec<Outcome>> {
+    let client = redis::Client::open(format!("redis://{addr}/")).with_context(|| format!("Redis address {addr}"))?;
     let mut connections = Vec::with_capacity(workers);
     for _ in 0..workers {
-        connections.push(Arc::new(tokio::sync::Mutex::new(
-            resp::Redis::connect(addr).await.with_context(|| format!("connecting to Redis at {addr}"))?,
-        )));
+        connections.push(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .with_context(|| format!("connecting to Redis at {addr}"))?,
+        );
     }
     let value = Arc::new(vec![b'x'; 300]);
     let duration = Until::Elapsed(Duration::from_secs(args.seconds));
@@ -484,38 +495,23 @@ async fn redis(label: &str, addr: &str, workers: usize, args: &BenchArgs, run: &
     let (c, v, r) = (conns.clone(), value.clone(), run.to_string());
     outcomes.push(
         drive(&format!("redis SET EX ({label})"), workers, duration, None, false, move |w, i| {
-            let (conn, value, key) = (c[w].clone(), v.clone(), format!("s:{r}:{w}:{i}"));
-            async move {
-                let mut conn = conn.lock().await;
-                conn.command(&[b"SET", key.as_bytes(), &value, b"EX", b"3600"])
-                    .await
-                    .map(|_| true)
-                    .map_err(|e| e.to_string())
-            }
+            let (mut conn, value, key) = (c[w].clone(), v.clone(), format!("s:{r}:{w}:{i}"));
+            async move { send(&mut conn, redis::cmd("SET").arg(key).arg(value.as_slice()).arg("EX").arg(3600)).await }
         })
         .await,
     );
     let (c, v, r) = (conns.clone(), value.clone(), run.to_string());
     drive("preload", workers, Until::Count(preload as u64), None, true, move |w, i| {
-        let (conn, value, key) = (c[w].clone(), v.clone(), format!("g:{r}:{}", w + i as usize * workers));
-        async move {
-            let mut conn = conn.lock().await;
-            conn.command(&[b"SET", key.as_bytes(), &value, b"EX", b"3600"])
-                .await
-                .map(|_| true)
-                .map_err(|e| e.to_string())
-        }
+        let (mut conn, value, key) = (c[w].clone(), v.clone(), format!("g:{r}:{}", w + i as usize * workers));
+        async move { send(&mut conn, redis::cmd("SET").arg(key).arg(value.as_slice()).arg("EX").arg(3600)).await }
     })
     .await;
     let (c, r) = (conns.clone(), run.to_string());
     outcomes.push(
         drive(&format!("redis GET ({label})"), workers, duration, None, false, move |w, i| {
-            let (conn, key) =
+            let (mut conn, key) =
                 (c[w].clone(), format!("g:{r}:{}", (w.wrapping_mul(7919) + i as usize * 104_729) % preload.max(1)));
-            async move {
-                let mut conn = conn.lock().await;
-                conn.command(&[b"GET", key.as_bytes()]).await.map(|_| true).map_err(|e| e.to_string())
-            }
+            async move { send(&mut conn, redis::cmd("GET").arg(key)).await }
         })
         .await,
     );
@@ -523,18 +519,22 @@ async fn redis(label: &str, addr: &str, workers: usize, args: &BenchArgs, run: &
     outcomes.push(
         drive(&format!("redis GETDEL ({label})"), workers, duration, None, false, move |w, i| {
             let index = w + i as usize * workers;
-            let (conn, key) = (c[w].clone(), format!("g:{r}:{index}"));
+            let (mut conn, key) = (c[w].clone(), format!("g:{r}:{index}"));
             async move {
                 if index >= preload {
                     return Ok(false);
                 }
-                let mut conn = conn.lock().await;
-                conn.command(&[b"GETDEL", key.as_bytes()]).await.map(|_| true).map_err(|e| e.to_string())
+                send(&mut conn, redis::cmd("GETDEL").arg(key)).await
             }
         })
         .await,
     );
     Ok(outcomes)
+}
+
+/// Sends one Redis command and waits for its reply.
+async fn send(conn: &mut redis::aio::MultiplexedConnection, command: &redis::Cmd) -> Result<bool, String> {
+    command.query_async::<redis::Value>(conn).await.map(|_| true).map_err(|e| e.to_string())
 }
 
 fn print_table(outcomes: &[Outcome], args: &BenchArgs, workers: usize) {
@@ -594,5 +594,26 @@ fn print_table(outcomes: &[Outcome], args: &BenchArgs, workers: usize) {
             vs_raw,
             vs_redis
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_histogram_in_milliseconds() {
+        let mut latencies_us = histogram();
+        for us in 1..=1000 {
+            latencies_us.record(us * 10).unwrap();
+        }
+        // A call slower than the histogram's range counts as its longest.
+        latencies_us.saturating_record(LONGEST_US * 2);
+        let o = Outcome { name: "x".into(), ops: 1001, errors: 0, elapsed: Duration::from_secs(1), latencies_us };
+        assert!((o.percentile(0.5) - 5.0).abs() < 0.03, "{}", o.percentile(0.5));
+        assert!((o.percentile(0.99) - 9.9).abs() < 0.03, "{}", o.percentile(0.99));
+        assert_eq!(o.rate().round(), 1001.0);
+        let empty = Outcome { latencies_us: histogram(), ops: 0, ..o };
+        assert_eq!(empty.percentile(0.99), 0.0);
     }
 }

@@ -11,7 +11,7 @@
 //! happened".
 //!
 //! The same code runs from `cargo test` (tests/it/history.rs: in-process, remote SurrealDB,
-//! two instances, SIGKILL restarts) and from `authstore soak --history`.
+//! two instances, SIGKILL restarts) and from `authstore-tools soak --history`.
 
 pub mod check;
 pub mod soak;
