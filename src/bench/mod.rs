@@ -18,7 +18,6 @@ use clap::Args;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 
 use crate::domain::client::{self, Origin};
-use crate::domain::idempotency::Call;
 use crate::rpc::api::{ClientApiClient, CodeApiClient, ServerApiClient, SessionApiClient, TokenApiClient};
 use crate::store::Store;
 use crate::types::{
@@ -429,7 +428,7 @@ fn public_client() -> ClientMetadata {
 /// Registers the tools' public client straight in `store`.
 async fn register_directly(store: &Store, client_id: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
     let meta = client::metadata(public_client(), Origin::Registered)?;
-    store.client_register(client_id.to_string(), meta, None, &Call::unkeyed(), now).await?;
+    store.client_register(client::registration(client_id.to_string(), meta, None), None, now).await?;
     Ok(())
 }
 

@@ -10,9 +10,9 @@ use anyhow::Context as _;
 
 use super::{Outcome, Until, code_issue, consume, drive, session};
 use crate::clock::{Clock, SystemClock};
-use crate::domain::idempotency::Call;
-use crate::domain::{Policy, session as session_rules};
-use crate::store::{Location, Store, StoreConfig};
+use crate::domain::{Policy, code, session as session_rules, token};
+use crate::secret::Mint;
+use crate::store::{Location, Store, StoreConfig, StoreError};
 use crate::types::TokenIssue;
 
 /// Runs the raw counterparts of `workloads` against a fresh database at `url`.
@@ -50,7 +50,7 @@ pub async fn run(
                     let new = session_rules::put(session(&cid, format!("p-{w}-{i}")), &policy, now);
                     async move {
                         let new = new.map_err(|e| e.to_string())?;
-                        store.session_put(new, &Call::unkeyed(), now).await.map(|_| true).map_err(|e| e.to_string())
+                        store.session_put(new, None, now).await.map(|_| true).map_err(|e| e.to_string())
                     }
                 })
                 .await
@@ -66,13 +66,21 @@ pub async fn run(
                     async move {
                         let Some(new) = new else { return Ok(false) };
                         let new = new.map_err(|e| e.to_string())?;
-                        store.session_put(new, &Call::unkeyed(), now).await.map(|_| true).map_err(|e| e.to_string())
+                        store.session_put(new, None, now).await.map(|_| true).map_err(|e| e.to_string())
                     }
                 })
                 .await;
                 drive(&name, workers, duration, None, false, move |w, i| {
                     let (store, id) = (store.clone(), ids[pick(w, i, ids.len())].clone());
-                    async move { store.session_get(&id).await.map(|s| s.is_some()).map_err(|e| e.to_string()) }
+                    let get = session_rules::get(id, clock.now());
+                    async move {
+                        let get = get.map_err(|e| e.to_string())?;
+                        match store.session_get(&get).await {
+                            Ok(_) => Ok(true),
+                            Err(StoreError::Rejected(_)) => Ok(false),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
                 })
                 .await
             }
@@ -81,19 +89,19 @@ pub async fn run(
                 let tokens = super::collect(workers, preload, move |w| {
                     let (store, now) = (s2.clone(), c2.now());
                     let issue = TokenIssue { client_id: cid2.clone(), user_id: format!("u{w}"), ..Default::default() };
-                    let p2 = p2.clone();
+                    let new = token::issue(issue, &p2, now, &Mint::Random);
                     async move {
-                        store
-                            .token_issue(issue, &Call::unkeyed(), &p2, now)
-                            .await
-                            .map(|t| t.token)
-                            .map_err(|e| e.to_string())
+                        let new = new.map_err(|e| e.to_string())?;
+                        store.token_issue(new, None, now).await.map(|t| t.token).map_err(|e| e.to_string())
                     }
                 })
                 .await;
                 drive(&name, workers, duration, None, false, move |w, i| {
                     let (store, now, t) = (store.clone(), clock.now(), tokens[pick(w, i, tokens.len())].clone());
-                    async move { store.token_get(&t, now).await.map(|_| true).map_err(|e| e.to_string()) }
+                    async move {
+                        let get = token::get(&t, now).map_err(|e| e.to_string())?;
+                        store.token_get(&get).await.map(|_| true).map_err(|e| e.to_string())
+                    }
                 })
                 .await
             }
@@ -101,26 +109,21 @@ pub async fn run(
                 let (s2, c2, p2, cid2) = (store.clone(), clock.clone(), policy.clone(), cid.clone());
                 let codes = super::collect(workers, preload, move |_| {
                     let (store, now, p2) = (s2.clone(), c2.now(), p2.clone());
-                    let issue = code_issue(&cid2);
+                    let issue = code::issue(code_issue(&cid2), &p2, now, &Mint::Random);
                     async move {
-                        store
-                            .code_issue(issue, &Call::unkeyed(), &p2, now)
-                            .await
-                            .map(|c| c.code)
-                            .map_err(|e| e.to_string())
+                        let issue = issue.map_err(|e| e.to_string())?;
+                        store.code_issue(&issue, None, now).await.map(|c| c.code).map_err(|e| e.to_string())
                     }
                 })
                 .await;
                 drive(&name, workers, duration, None, false, move |w, i| {
                     let (store, now, policy) = (store.clone(), clock.now(), policy.clone());
-                    let p = codes.get(w + i as usize * workers).map(|code| consume(&cid, code.clone()));
+                    let p = codes
+                        .get(w + i as usize * workers)
+                        .map(|code| code::consumption(consume(&cid, code.clone()), &policy, now));
                     async move {
                         let Some(p) = p else { return Ok(false) };
-                        store
-                            .code_consume(&p, &Call::unkeyed(), &policy, now)
-                            .await
-                            .map(|_| true)
-                            .map_err(|e| e.to_string())
+                        store.code_consume(&p, None).await.map(|_| true).map_err(|e| e.to_string())
                     }
                 })
                 .await

@@ -28,16 +28,14 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.put", p.idempotency_key.take(), &p, now)?;
         let new = session::put(p, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_put(new, &call, now).await }).await
+        self.cx.run(move |cx| async move { cx.store.session_put(new, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `session.get`.
     async fn get(&self, params: Params<SessionRef>) -> RpcResult<Session> {
         let p = params.into_inner()?;
-        validate::id("id", &p.id)?;
-        let now = self.cx.now();
-        let found = self.cx.run(move |cx| async move { cx.store.session_get(&p.id).await }).await?;
-        Ok(session::live(found, now)?)
+        let get = session::get(p.id, self.cx.now())?;
+        self.cx.run(move |cx| async move { cx.store.session_get(&get).await }).await
     }
 
     /// Handler for `session.update`.
@@ -46,7 +44,7 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.update", p.idempotency_key.take(), &p, now)?;
         let change = session::update(p, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_update(change, &call, now).await }).await
+        self.cx.run(move |cx| async move { cx.store.session_update(change, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `session.delete`.
@@ -55,7 +53,10 @@ impl SessionApiServer for SessionRpc {
         validate::id("id", &p.id)?;
         let now = self.cx.now();
         let call = self.cx.call("session.delete", p.idempotency_key.take(), &p, now)?;
-        let deleted = self.cx.run(move |cx| async move { cx.store.session_delete(&p.id, &call, now).await }).await?;
+        let deleted = self
+            .cx
+            .run(move |cx| async move { cx.store.session_delete(&p.id, call.keyed.as_ref(), now).await })
+            .await?;
         Ok(Deleted { deleted })
     }
 
@@ -78,7 +79,10 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.purge", p.idempotency_key.take(), &p, now)?;
         let filter = filter(p.client_id, p.user_id)?;
-        let purged = self.cx.run(move |cx| async move { cx.store.session_purge(&filter, &call, now).await }).await?;
+        let purged = self
+            .cx
+            .run(move |cx| async move { cx.store.session_purge(&filter, call.keyed.as_ref(), now).await })
+            .await?;
         Ok(Purged { purged })
     }
 

@@ -26,15 +26,15 @@ impl TokenApiServer for TokenRpc {
         let mut p = params.into_inner()?;
         let now = self.cx.now();
         let call = self.cx.call("token.issue", p.idempotency_key.take(), &p, now)?;
-        self.cx.run(move |cx| async move { cx.store.token_issue(p, &call, &cx.policy, now).await }).await
+        let new = token::issue(p, &self.cx.policy, now, &call.mint)?;
+        self.cx.run(move |cx| async move { cx.store.token_issue(new, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `token.get`.
     async fn get(&self, params: Params<TokenRef>) -> RpcResult<TokenInfo> {
         let p = params.into_inner()?;
-        token::token_value(&p.token)?;
-        let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.token_get(&p.token, now).await }).await
+        let get = token::get(&p.token, self.cx.now())?;
+        self.cx.run(move |cx| async move { cx.store.token_get(&get).await }).await
     }
 
     /// Handler for `token.rotate`.
@@ -43,7 +43,8 @@ impl TokenApiServer for TokenRpc {
         token::rotate_params(&p)?;
         let now = self.cx.now();
         let call = self.cx.call("token.rotate", p.idempotency_key.take(), &p, now)?;
-        self.cx.run(move |cx| async move { cx.store.token_rotate(&p, &call, &cx.policy, now).await }).await
+        let rotate = token::rotate(p, &self.cx.policy, now, &call.mint);
+        self.cx.run(move |cx| async move { cx.store.token_rotate(&rotate, call.keyed.as_ref()).await }).await
     }
 
     /// Handler for `token.revoke`.
@@ -52,7 +53,8 @@ impl TokenApiServer for TokenRpc {
         let now = self.cx.now();
         let call = self.cx.call("token.revoke", p.idempotency_key.take(), &p, now)?;
         let scope = token::revoke_scope(p)?;
-        let revoked = self.cx.run(move |cx| async move { cx.store.token_revoke(scope, &call, now).await }).await?;
+        let revoked =
+            self.cx.run(move |cx| async move { cx.store.token_revoke(scope, call.keyed.as_ref(), now).await }).await?;
         Ok(Revoked { revoked })
     }
 

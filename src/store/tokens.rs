@@ -8,12 +8,10 @@ use super::events::{
 };
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
-use crate::domain::Policy;
-use crate::domain::idempotency::{Call, Keyed};
-use crate::domain::token::{self, FamilyRecord, NewToken, RevokeScope, Rotation, TokenRecord};
+use crate::domain::idempotency::Keyed;
+use crate::domain::token::{self, FamilyRecord, Get, NewToken, RevokeScope, Rotate, Rotation, TokenRecord};
 use crate::error::{Error, InvalidClient, InvalidGrant};
-use crate::secret;
-use crate::types::{IssuedToken, TokenInfo, TokenIssue, TokenRotate};
+use crate::types::{IssuedToken, TokenInfo};
 
 /// Which tokens `token.list` covers.
 #[derive(Debug, Clone, Default)]
@@ -67,13 +65,10 @@ impl Store {
     /// token, so joining one supersedes (revokes) its current token.
     pub async fn token_issue(
         &self,
-        p: TokenIssue,
-        call: &Call,
-        policy: &Policy,
+        new: NewToken,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, StoreError> {
-        let new = token::issue(p, policy, now, &call.mint)?;
-        let keyed = call.keyed.as_ref();
         let answer = issued(new.clone());
         // A retry gets the recorded answer and the token again: the caller's, or minted again
         // from the key (it is never stored).
@@ -120,28 +115,19 @@ impl Store {
         .await
     }
 
-    /// `token.get`: an active token's metadata, or why it is not active.
-    pub async fn token_get(&self, token: &str, now: DateTime<Utc>) -> Result<TokenInfo, StoreError> {
-        let row = self.token_row(&secret::digest(token)).await?;
-        Ok(token::info(token::active(row, now)?))
+    /// `token.get`: what `get` decides over the stored token.
+    pub async fn token_get(&self, get: &Get) -> Result<TokenInfo, StoreError> {
+        Ok(get.decide(self.token_row(&get.hash).await?)?)
     }
 
     /// `token.rotate`: exactly one concurrent rotation of a token succeeds; reuse of a rotated
     /// token either reissues (inside the grace window) or revokes the family.
-    pub async fn token_rotate(
-        &self,
-        p: &TokenRotate,
-        call: &Call,
-        policy: &Policy,
-        now: DateTime<Utc>,
-    ) -> Result<IssuedToken, StoreError> {
-        let hash = secret::digest(&p.token);
-        let keyed = call.keyed.as_ref();
+    pub async fn token_rotate(&self, rotate: &Rotate, keyed: Option<&Keyed>) -> Result<IssuedToken, StoreError> {
         // A retry gets the recorded answer and the new token minted again from the key.
-        let recalled = |answer: IssuedToken| Ok(IssuedToken { token: call.mint.secret(), ..answer });
+        let recalled = |answer: IssuedToken| Ok(IssuedToken { token: rotate.successor_secret().to_string(), ..answer });
         self.keyed(keyed, recalled, || async {
-            let (old, family) = self.token_and_family(&hash).await?;
-            let decision = token::rotation(old.as_ref(), family.as_ref(), p, policy, now);
+            let (old, family) = self.token_and_family(&rotate.hash).await?;
+            let decision = rotate.decide(old.as_ref(), family.as_ref());
             let (Some(old), Some(family)) = (old, family) else {
                 return match decision {
                     Rotation::Refuse(e) => Err(e.into()),
@@ -152,26 +138,14 @@ impl Store {
                 Rotation::Refuse(e) => return Err(e.into()),
                 Rotation::ReuseDetected => {
                     if family.revoked_at.is_none() {
-                        self.revoke_reused_family(&old, family.rev, token::decision_time(&old, now), keyed).await?;
+                        self.revoke_reused_family(&old, family.rev, rotate.reuse_time(&old), keyed).await?;
                     }
                     return Err(Error::InvalidGrant(InvalidGrant::ReuseDetected).into());
                 }
                 Rotation::Rotate { scope, expires_at, at } => (scope, expires_at, at, None),
                 Rotation::Reissue { scope, expires_at, revoke, at } => (scope, expires_at, at, Some(revoke)),
             };
-            let secret_value = call.mint.secret();
-            let new = NewToken {
-                hash: secret::digest(&secret_value),
-                token: secret_value,
-                token_id: secret::generate_id(),
-                grant_id: old.grant_id.clone(),
-                client_id: old.client_id.clone(),
-                user_id: old.user_id.clone(),
-                scope,
-                resource: old.resource.clone(),
-                data: old.data.clone(),
-                expires_at,
-            };
+            let new = rotate.successor(&old, scope, expires_at);
             let retire_old = match &replace {
                 // The presented token is active: it becomes rotated.
                 None => format!(
@@ -262,8 +236,12 @@ impl Store {
     }
 
     /// `token.revoke`: revokes the named families and all their active tokens.
-    pub async fn token_revoke(&self, scope: RevokeScope, call: &Call, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let keyed = call.keyed.as_ref();
+    pub async fn token_revoke(
+        &self,
+        scope: RevokeScope,
+        keyed: Option<&Keyed>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let revoked: Option<u64> = self
             .keyed(
                 keyed,
