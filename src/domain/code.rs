@@ -1,7 +1,6 @@
 //! Authorization codes: what `code.issue` mints and what `code.consume` must check.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{self, Registration};
@@ -12,7 +11,7 @@ use crate::secret::{self, Mint};
 use crate::types::{CodeConsume, CodeIssue, ConsumedCode, Session};
 
 /// A stored code, keyed by the digest of its value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CodeRecord {
     pub grant_id: String,
     pub client_id: String,

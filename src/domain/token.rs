@@ -5,7 +5,6 @@
 //! it mints a fresh successor and revokes the previous one, outside it revokes the family.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::optional_scope_resource_user;
@@ -15,8 +14,7 @@ use crate::secret::{self, Mint};
 use crate::types::{TokenInfo, TokenIssue, TokenRevoke, TokenRotate};
 
 /// A token's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Active,
     Rotated,
@@ -24,7 +22,7 @@ pub enum Status {
 }
 
 /// A stored refresh token, keyed by the digest of its value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {
     pub hash: String,
     pub token_id: String,
@@ -45,7 +43,7 @@ pub struct TokenRecord {
 }
 
 /// A grant's family record: the serialization point for every change to its tokens.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FamilyRecord {
     pub grant_id: String,
     pub client_id: String,

@@ -1,6 +1,7 @@
 //! Authorization codes.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{BY_GRANT, revoke_tokens};
@@ -8,9 +9,46 @@ use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume, Consumption, Issue};
 use crate::domain::idempotency::Keyed;
-use crate::domain::token::FamilyRecord;
 use crate::error::{Error, InvalidGrant, NotFound};
 use crate::types::{ConsumedCode, IssuedCode, Session};
+
+/// A `code` row as stored.
+#[derive(Debug, Clone, Deserialize)]
+struct CodeRow {
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    code_challenge_method: String,
+    scope: Option<String>,
+    resource: Option<String>,
+    data: Option<String>,
+    session_id: Option<String>,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    consumed_at: Option<DateTime<Utc>>,
+}
+
+impl From<CodeRow> for CodeRecord {
+    fn from(row: CodeRow) -> Self {
+        CodeRecord {
+            grant_id: row.grant_id,
+            client_id: row.client_id,
+            user_id: row.user_id,
+            redirect_uri: row.redirect_uri,
+            code_challenge: row.code_challenge,
+            code_challenge_method: row.code_challenge_method,
+            scope: row.scope,
+            resource: row.resource,
+            data: row.data,
+            session_id: row.session_id,
+            issued_at: row.issued_at,
+            expires_at: row.expires_at,
+            consumed_at: row.consumed_at,
+        }
+    }
+}
 
 impl Store {
     /// `code.issue`. With `session_id`, the session is consumed in the same transaction
@@ -111,8 +149,8 @@ impl Store {
             keyed,
             |consumed: ConsumedCode| Ok(consumed),
             || async {
-                let stored: Option<CodeRecord> = self.row("code", key).await?;
-                let stored = stored.ok_or(Error::NotFound(NotFound::Missing))?;
+                let stored: Option<CodeRow> = self.row("code", key).await?;
+                let stored = CodeRecord::from(stored.ok_or(Error::NotFound(NotFound::Missing))?);
                 let decision = consumption.decide(&stored);
                 if decision == Consume::Replay {
                     self.revoke_replayed_grant(&stored, consumption.revoked_family_expires_at(), now, keyed).await?;
@@ -131,7 +169,7 @@ impl Store {
                     Consume::Burn(reason) => bind_refusal(Vars::new(), &Error::InvalidGrant(*reason)),
                     Consume::Replay => Vars::new(),
                 };
-                let burned: Option<CodeRecord> = self.write_keyed(BURN, vars, keyed, "$idem_answer", recorded).await?;
+                let burned: Option<CodeRow> = self.write_keyed(BURN, vars, keyed, "$idem_answer", recorded).await?;
                 if burned.is_none() {
                     // Someone else consumed (or purged) it first: decide again from a fresh read.
                     return Err(StoreError::Retry);
@@ -156,7 +194,7 @@ impl Store {
         keyed: Option<&Keyed>,
     ) -> Result<(), StoreError> {
         let family_rid = record("family", &code.grant_id);
-        let family: Option<FamilyRecord> = self.row("family", &code.grant_id).await?;
+        let family = self.family_row(&code.grant_id).await?;
         if family.is_some_and(|f| f.revoked_at.is_some()) {
             return Ok(());
         }

@@ -1,6 +1,7 @@
 //! Refresh tokens and their families.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
@@ -9,9 +10,88 @@ use super::events::{
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
 use crate::domain::idempotency::Keyed;
-use crate::domain::token::{self, FamilyRecord, Get, NewToken, RevokeScope, Rotate, Rotation, TokenRecord};
+use crate::domain::token::{self, FamilyRecord, Get, NewToken, RevokeScope, Rotate, Rotation, Status, TokenRecord};
 use crate::error::{Error, InvalidClient, InvalidGrant};
 use crate::types::{IssuedToken, TokenInfo};
+
+/// A `token` row as stored.
+#[derive(Debug, Clone, Deserialize)]
+struct TokenRow {
+    hash: String,
+    token_id: String,
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    scope: Option<String>,
+    resource: Option<String>,
+    data: Option<String>,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    status: StatusRow,
+    status_at: Option<DateTime<Utc>>,
+    successor: Option<String>,
+    rev: i64,
+}
+
+/// A token's `status` as stored.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StatusRow {
+    Active,
+    Rotated,
+    Revoked,
+}
+
+impl From<TokenRow> for TokenRecord {
+    fn from(row: TokenRow) -> Self {
+        TokenRecord {
+            hash: row.hash,
+            token_id: row.token_id,
+            grant_id: row.grant_id,
+            client_id: row.client_id,
+            user_id: row.user_id,
+            scope: row.scope,
+            resource: row.resource,
+            data: row.data,
+            issued_at: row.issued_at,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
+            status: match row.status {
+                StatusRow::Active => Status::Active,
+                StatusRow::Rotated => Status::Rotated,
+                StatusRow::Revoked => Status::Revoked,
+            },
+            status_at: row.status_at,
+            successor: row.successor,
+            rev: row.rev,
+        }
+    }
+}
+
+/// A `family` row as stored.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct FamilyRow {
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    revoked_at: Option<DateTime<Utc>>,
+    active_token: Option<String>,
+    rev: i64,
+}
+
+impl From<FamilyRow> for FamilyRecord {
+    fn from(row: FamilyRow) -> Self {
+        FamilyRecord {
+            grant_id: row.grant_id,
+            client_id: row.client_id,
+            user_id: row.user_id,
+            revoked_at: row.revoked_at,
+            active_token: row.active_token,
+            rev: row.rev,
+        }
+    }
+}
 
 /// Which tokens `token.list` covers.
 #[derive(Debug, Clone, Default)]
@@ -54,11 +134,11 @@ fn issued(new: NewToken) -> IssuedToken {
 
 impl Store {
     async fn token_row(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.row("token", hash).await
+        Ok(self.row::<TokenRow>("token", hash).await?.map(TokenRecord::from))
     }
 
-    async fn family_row(&self, grant_id: &str) -> Result<Option<FamilyRecord>, StoreError> {
-        self.row("family", grant_id).await
+    pub(super) async fn family_row(&self, grant_id: &str) -> Result<Option<FamilyRecord>, StoreError> {
+        Ok(self.row::<FamilyRow>("family", grant_id).await?.map(FamilyRecord::from))
     }
 
     /// `token.issue`: mints a token into a new or existing family. A family has one active
@@ -202,7 +282,9 @@ impl Store {
             (SELECT * FROM ONLY type::record('family', $t.grant_id ?? '-')); \
             COMMIT;";
         let mut results = self.query(SQL, Vars::new().set("rid", record("token", hash))).await?;
-        Ok((take_one(&mut results, 2)?, take_one(&mut results, 3)?))
+        let token: Option<TokenRow> = take_one(&mut results, 2)?;
+        let family: Option<FamilyRow> = take_one(&mut results, 3)?;
+        Ok((token.map(TokenRecord::from), family.map(FamilyRecord::from)))
     }
 
     /// RFC 9700 §4.14.2: a rotated token presented again revokes its whole family. Conditional
@@ -307,8 +389,8 @@ impl Store {
             .set("after_key", after)
             .set("limit", limit as i64 + 1)
             .set("now", now);
-        let rows: Vec<TokenRecord> = take_all(&mut self.query(&sql, vars).await?, 0)?;
-        Ok(rows.into_iter().map(token::info).collect())
+        let rows: Vec<TokenRow> = take_all(&mut self.query(&sql, vars).await?, 0)?;
+        Ok(rows.into_iter().map(|row| token::info(row.into())).collect())
     }
 }
 
