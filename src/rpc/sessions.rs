@@ -9,6 +9,7 @@ use super::api::SessionApiServer;
 use super::context::Context;
 use super::feed::{self, Stream};
 use super::params::Params;
+use crate::domain::ids::{ClientId, UserId};
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
 use crate::types::{
@@ -97,11 +98,8 @@ impl SessionApiServer for SessionRpc {
 }
 
 fn filter(client_id: Option<String>, user_id: Option<String>) -> Result<SessionFilter, crate::error::Error> {
-    if let Some(client_id) = &client_id {
-        validate::id("client_id", client_id)?;
-    }
-    if let Some(user_id) = &user_id {
-        validate::user_id("user_id", user_id)?;
-    }
-    Ok(SessionFilter { client_id, user_id })
+    Ok(SessionFilter {
+        client_id: client_id.map(|c| ClientId::parse("client_id", c)).transpose()?,
+        user_id: user_id.map(|u| UserId::parse("user_id", u)).transpose()?,
+    })
 }

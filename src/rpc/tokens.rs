@@ -9,6 +9,7 @@ use super::api::TokenApiServer;
 use super::context::Context;
 use super::feed::{self, Stream};
 use super::params::Params;
+use crate::domain::ids::{ClientId, GrantId, UserId};
 use crate::domain::{cursor, token, validate};
 use crate::store::TokenFilter;
 use crate::types::{
@@ -61,17 +62,12 @@ impl TokenApiServer for TokenRpc {
     /// Handler for `token.list`.
     async fn list(&self, params: Params<TokenList>) -> RpcResult<Page<TokenInfo>> {
         let p = params.into_inner()?;
-        for (field, value) in [("client_id", &p.client_id), ("grant_id", &p.grant_id)] {
-            if let Some(value) = value {
-                validate::id(field, value)?;
-            }
-        }
-        if let Some(user_id) = &p.user_id {
-            validate::user_id("user_id", user_id)?;
-        }
+        let client_id = p.client_id.map(|c| ClientId::parse("client_id", c)).transpose()?;
+        let grant_id = p.grant_id.map(|g| GrantId::parse("grant_id", g)).transpose()?;
+        let user_id = p.user_id.map(|u| UserId::parse("user_id", u)).transpose()?;
         let limit = validate::limit(p.limit)?;
         let after = p.cursor.as_deref().map(cursor::decode).transpose()?;
-        let filter = TokenFilter { user_id: p.user_id, client_id: p.client_id, grant_id: p.grant_id };
+        let filter = TokenFilter { user_id, client_id, grant_id };
         let now = self.cx.now();
         let rows = self.cx.run(move |cx| async move { cx.store.token_list(&filter, after, limit, now).await }).await?;
         let (items, next_cursor) = cursor::page(rows, limit, |t| &t.token_id);

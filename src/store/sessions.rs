@@ -7,6 +7,7 @@ use super::events::session_event;
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Store, StoreError, Vars, parse_data, record, take_all};
 use crate::domain::idempotency::Keyed;
+use crate::domain::ids::{ClientId, UserId};
 use crate::domain::session::{self, Get, NewSession, SessionChange};
 use crate::error::{Error, NotFound};
 use crate::types::Session;
@@ -55,8 +56,8 @@ impl From<SessionRow> for Session {
 /// Which sessions a list or purge covers.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
-    pub client_id: Option<String>,
-    pub user_id: Option<String>,
+    pub client_id: Option<ClientId>,
+    pub user_id: Option<UserId>,
 }
 
 impl SessionFilter {
@@ -72,7 +73,8 @@ impl SessionFilter {
     }
 
     fn bind(&self, vars: Vars) -> Vars {
-        vars.set("client_id", self.client_id.clone()).set("user_id", self.user_id.clone())
+        vars.set("client_id", self.client_id.as_ref().map(|c| c.as_str().to_string()))
+            .set("user_id", self.user_id.as_ref().map(|u| u.as_str().to_string()))
     }
 }
 

@@ -10,6 +10,7 @@ use super::events::{
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
 use crate::domain::idempotency::Keyed;
+use crate::domain::ids::{ClientId, GrantId, UserId};
 use crate::domain::token::{self, FamilyRecord, Get, NewToken, RevokeScope, Rotate, Rotation, Status, TokenRecord};
 use crate::error::{Error, InvalidClient, InvalidGrant};
 use crate::types::{IssuedToken, TokenInfo};
@@ -96,9 +97,9 @@ impl From<FamilyRow> for FamilyRecord {
 /// Which tokens `token.list` covers.
 #[derive(Debug, Clone, Default)]
 pub struct TokenFilter {
-    pub user_id: Option<String>,
-    pub client_id: Option<String>,
-    pub grant_id: Option<String>,
+    pub user_id: Option<UserId>,
+    pub client_id: Option<ClientId>,
+    pub grant_id: Option<GrantId>,
 }
 
 /// SurrealQL that creates the token described by the bound `$new_*` parameters.
@@ -383,9 +384,9 @@ impl Store {
         }
         let sql = format!("SELECT * FROM token WHERE {} ORDER BY token_id LIMIT $limit", conditions.join(" AND "));
         let vars = Vars::new()
-            .set("grant_id", filter.grant_id.clone())
-            .set("client_id", filter.client_id.clone())
-            .set("user_id", filter.user_id.clone())
+            .set("grant_id", filter.grant_id.as_ref().map(|g| g.as_str().to_string()))
+            .set("client_id", filter.client_id.as_ref().map(|c| c.as_str().to_string()))
+            .set("user_id", filter.user_id.as_ref().map(|u| u.as_str().to_string()))
             .set("after_key", after)
             .set("limit", limit as i64 + 1)
             .set("now", now);
