@@ -13,6 +13,21 @@ use crate::store::{Location, StoreConfig, WalRepair};
 /// How long a graceful shutdown may take by default; deployment kill timeouts must exceed it.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
 
+// The defaults of the flags below, which `Config::ephemeral` shares, so each is written once.
+// The policy's are `Policy::DEFAULT`; the event retention is `Timings::default()`'s.
+const DEFAULT_DB_NAMESPACE: &str = "authstore";
+const DEFAULT_DB_DATABASE: &str = "authstore";
+const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+const DEFAULT_SUBSCRIBER_LAG_LIMIT: usize = 4096;
+const DEFAULT_SUBSCRIBER_SEND_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 64;
+const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
+const DEFAULT_WS_PING_INTERVAL_SECS: u64 = 30;
+const DEFAULT_WS_INACTIVITY_SECS: u64 = 90;
+const DEFAULT_CONNECTION_BUFFER: u32 = 1024;
+const DEFAULT_DB_TIMEOUT_MS: u64 = crate::store::DEFAULT_TIMEOUT.as_millis() as u64;
+
 const DAY_SECS: u64 = 86_400;
 
 /// Checks a duration flag against its range. The upper bounds are far beyond any sensible
@@ -93,11 +108,11 @@ pub struct ServeArgs {
     pub wal_repair: Option<String>,
 
     /// SurrealDB namespace.
-    #[arg(long, env = "AUTHSTORE_DB_NAMESPACE", default_value = "authstore")]
+    #[arg(long, env = "AUTHSTORE_DB_NAMESPACE", default_value = DEFAULT_DB_NAMESPACE)]
     pub db_namespace: String,
 
     /// SurrealDB database.
-    #[arg(long, env = "AUTHSTORE_DB_DATABASE", default_value = "authstore")]
+    #[arg(long, env = "AUTHSTORE_DB_DATABASE", default_value = DEFAULT_DB_DATABASE)]
     pub db_database: String,
 
     /// Root user for a remote SurrealDB server.
@@ -109,20 +124,20 @@ pub struct ServeArgs {
     pub db_pass: Option<String>,
 
     /// Default lifetime of a pending session, in seconds.
-    #[arg(long, env = "AUTHSTORE_SESSION_TTL_SECS", default_value_t = 600)]
+    #[arg(long, env = "AUTHSTORE_SESSION_TTL_SECS", default_value_t = Policy::DEFAULT.session.default_secs)]
     pub session_ttl_secs: u64,
 
     /// Default lifetime of an authorization code, in seconds (at most 600).
-    #[arg(long, env = "AUTHSTORE_CODE_TTL_SECS", default_value_t = 60)]
+    #[arg(long, env = "AUTHSTORE_CODE_TTL_SECS", default_value_t = Policy::DEFAULT.code.default_secs)]
     pub code_ttl_secs: u64,
 
     /// Default lifetime of a refresh token, in seconds.
-    #[arg(long, env = "AUTHSTORE_TOKEN_TTL_SECS", default_value_t = 30 * 86_400)]
+    #[arg(long, env = "AUTHSTORE_TOKEN_TTL_SECS", default_value_t = Policy::DEFAULT.token.default_secs)]
     pub token_ttl_secs: u64,
 
     /// Seconds during which a rotated refresh token may be presented again without revoking
     /// its family. 0 is strict.
-    #[arg(long, env = "AUTHSTORE_ROTATION_GRACE_SECS", default_value_t = 0)]
+    #[arg(long, env = "AUTHSTORE_ROTATION_GRACE_SECS", default_value_t = Policy::DEFAULT.rotation_grace_secs)]
     pub rotation_grace_secs: u64,
 
     /// Accept PKCE `plain` challenges (S256 only by default).
@@ -130,45 +145,45 @@ pub struct ServeArgs {
     pub allow_plain_pkce: bool,
 
     /// Largest request or response, in bytes.
-    #[arg(long, env = "AUTHSTORE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "AUTHSTORE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: u32,
 
     /// Most simultaneous connections.
-    #[arg(long, env = "AUTHSTORE_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long, env = "AUTHSTORE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: u32,
 
     /// How long lifecycle events are retained for `since` replays, in seconds.
-    #[arg(long, env = "AUTHSTORE_EVENT_RETENTION_SECS", default_value_t = 86_400)]
+    #[arg(long, env = "AUTHSTORE_EVENT_RETENTION_SECS", default_value_t = Timings::default().retention.as_secs())]
     pub event_retention_secs: u64,
 
     /// How many live events the feed keeps for subscribers; one that falls further behind
     /// catches up from the database instead.
-    #[arg(long, env = "AUTHSTORE_SUBSCRIBER_LAG_LIMIT", default_value_t = 4096)]
+    #[arg(long, env = "AUTHSTORE_SUBSCRIBER_LAG_LIMIT", default_value_t = DEFAULT_SUBSCRIBER_LAG_LIMIT)]
     pub subscriber_lag_limit: usize,
 
     /// Milliseconds a subscriber may leave a notification unread before it is closed.
-    #[arg(long, env = "AUTHSTORE_SUBSCRIBER_SEND_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "AUTHSTORE_SUBSCRIBER_SEND_TIMEOUT_MS", default_value_t = DEFAULT_SUBSCRIBER_SEND_TIMEOUT_MS)]
     pub subscriber_send_timeout_ms: u64,
 
     /// Most subscriptions one connection may hold.
-    #[arg(long, env = "AUTHSTORE_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 64)]
+    #[arg(long, env = "AUTHSTORE_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
     pub max_subscriptions_per_connection: u32,
 
     /// Most calls one connection may have in flight; more are answered -32009 (busy).
-    #[arg(long, env = "AUTHSTORE_MAX_IN_FLIGHT_PER_CONNECTION", default_value_t = 256)]
+    #[arg(long, env = "AUTHSTORE_MAX_IN_FLIGHT_PER_CONNECTION", default_value_t = DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION)]
     pub max_in_flight_per_connection: usize,
 
     /// Seconds between WebSocket pings (0 disables them).
-    #[arg(long, env = "AUTHSTORE_WS_PING_INTERVAL_SECS", default_value_t = 30)]
+    #[arg(long, env = "AUTHSTORE_WS_PING_INTERVAL_SECS", default_value_t = DEFAULT_WS_PING_INTERVAL_SECS)]
     pub ws_ping_interval_secs: u64,
 
     /// Seconds without a pong or a message after which a WebSocket connection is closed.
-    #[arg(long, env = "AUTHSTORE_WS_INACTIVITY_SECS", default_value_t = 90)]
+    #[arg(long, env = "AUTHSTORE_WS_INACTIVITY_SECS", default_value_t = DEFAULT_WS_INACTIVITY_SECS)]
     pub ws_inactivity_secs: u64,
 
     /// Messages (responses and notifications) queued per connection before a subscriber
     /// counts as not reading.
-    #[arg(long, env = "AUTHSTORE_CONNECTION_BUFFER", default_value_t = 1024)]
+    #[arg(long, env = "AUTHSTORE_CONNECTION_BUFFER", default_value_t = DEFAULT_CONNECTION_BUFFER)]
     pub connection_buffer: u32,
 
     /// Kernel send buffer per connection, in bytes (default: the OS's autotuning). Bounds the
@@ -178,7 +193,7 @@ pub struct ServeArgs {
 
     /// Milliseconds one round trip to the database may take. A call that needs longer, or
     /// that finds the database unreachable, answers 1005 instead of waiting.
-    #[arg(long, env = "AUTHSTORE_DB_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "AUTHSTORE_DB_TIMEOUT_MS", default_value_t = DEFAULT_DB_TIMEOUT_MS)]
     pub db_timeout_ms: u64,
 
     /// Seconds to wait, on SIGTERM or SIGINT, for calls in flight and connections to finish.
@@ -237,24 +252,27 @@ impl Config {
             probe_listen: None,
             store: StoreConfig {
                 location: Location::Memory,
-                namespace: "authstore".into(),
-                database: "authstore".into(),
+                namespace: DEFAULT_DB_NAMESPACE.into(),
+                database: DEFAULT_DB_DATABASE.into(),
                 username: None,
                 password: None,
             },
-            policy: Policy::default(),
-            max_message_bytes: 1024 * 1024,
-            max_connections: 1024,
+            policy: Policy::DEFAULT,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             timings: Timings::default(),
-            subscriber_lag_limit: 4096,
-            subscriber_send_timeout: Duration::from_secs(5),
-            connection_buffer: 1024,
+            subscriber_lag_limit: DEFAULT_SUBSCRIBER_LAG_LIMIT,
+            subscriber_send_timeout: Duration::from_millis(DEFAULT_SUBSCRIBER_SEND_TIMEOUT_MS),
+            connection_buffer: DEFAULT_CONNECTION_BUFFER,
             socket_send_buffer: None,
             api_keys: ApiKeys::default(),
             idempotency_secret: None,
-            max_subscriptions_per_connection: 64,
-            max_in_flight_per_connection: 256,
-            ws_ping: Some((Duration::from_secs(30), Duration::from_secs(90))),
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            ws_ping: Some((
+                Duration::from_secs(DEFAULT_WS_PING_INTERVAL_SECS),
+                Duration::from_secs(DEFAULT_WS_INACTIVITY_SECS),
+            )),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             wal_repair: None,
             db_timeout: crate::store::DEFAULT_TIMEOUT,
@@ -313,7 +331,7 @@ impl TryFrom<&ServeArgs> for Config {
         let inactivity = bounded("ws-inactivity-secs", args.ws_inactivity_secs, 1, DAY_SECS, "seconds")?;
         let shutdown_timeout = bounded("shutdown-timeout-secs", args.shutdown_timeout_secs, 0, DAY_SECS, "seconds")?;
         let db_timeout_ms = bounded("db-timeout-ms", args.db_timeout_ms, 1, DAY_SECS * 1000, "milliseconds")?;
-        let defaults = Policy::default();
+        let defaults = Policy::DEFAULT;
         let lifetime = |flag: &str, default_secs: u64, max: Lifetime| {
             if default_secs == 0 || default_secs > max.max_secs {
                 Err(format!("--{flag} must be between 1 and {}", max.max_secs))

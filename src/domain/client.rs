@@ -1,10 +1,12 @@
 //! Client registration rules (RFC 7591, and MCP client ID metadata documents).
 
+use chrono::{DateTime, Utc};
 use url::Url;
 
 use super::validate;
-use crate::error::{Error, Result};
-use crate::types::ClientMetadata;
+use crate::error::{Error, InvalidClient, Result};
+use crate::secret::{self, Mint};
+use crate::types::{ClientCacheDocument, ClientMetadata, ClientRegister};
 
 /// How a client proves who it is at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +175,183 @@ pub fn client_secret(field: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(field, "must be at least 32 characters"));
     }
     validate::vschar(field, value)
+}
+
+/// What the rules need to know of a stored client to let a session, a code or a token name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub redirect_uris: Vec<String>,
+    /// Random per registration (`None` for clients stored before it existed).
+    pub incarnation: Option<String>,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// A redirect URI a flow may send the user back to: one `client` registered.
+pub fn redirect_uri_registered(uri: &str, client: &Registration) -> Result<()> {
+    if validate::redirect_uri_registered(uri, &client.redirect_uris) {
+        Ok(())
+    } else {
+        Err(Error::invalid("redirect_uri", "not registered for this client"))
+    }
+}
+
+/// A client about to be stored by `client.register`. `secret` is the plaintext, returned once;
+/// only `secret_hash` is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewClient {
+    pub client_id: String,
+    pub meta: ValidMetadata,
+    pub secret: Option<String>,
+    pub secret_hash: Option<String>,
+    /// Tells this registration apart from an earlier one under the same `client_id`.
+    pub incarnation: String,
+}
+
+/// Validates `client.register` params (given without the idempotency key). A confidential
+/// client gets the caller's secret or one from `mint`; the id is the caller's or a fresh one.
+pub fn register(p: ClientRegister, mint: &Mint) -> Result<NewClient> {
+    let meta = metadata(p.metadata, Origin::Registered)?;
+    let client_id = match p.client_id {
+        Some(id) => {
+            validate::id("client_id", &id)?;
+            id
+        }
+        None => secret::generate_id(),
+    };
+    let secret = match (meta.auth_method.is_confidential(), p.client_secret) {
+        (true, Some(s)) => {
+            client_secret("client_secret", &s)?;
+            Some(s)
+        }
+        (true, None) => Some(mint.secret()),
+        (false, Some(_)) => return Err(Error::invalid("client_secret", "a public client has no secret")),
+        (false, None) => None,
+    };
+    Ok(registration(client_id, meta, secret))
+}
+
+/// A registration of `client_id` with metadata that passed the rules and its secret, if any.
+pub fn registration(client_id: String, meta: ValidMetadata, secret: Option<String>) -> NewClient {
+    NewClient {
+        client_id,
+        meta,
+        secret_hash: secret.as_deref().map(secret::digest),
+        secret,
+        incarnation: secret::generate_id(),
+    }
+}
+
+/// A client ID metadata document about to be cached by `client.cache_document`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedDocument {
+    pub client_id: String,
+    pub meta: ValidMetadata,
+    pub max_age_secs: u64,
+    /// The incarnation the client gets if this document is its first.
+    pub incarnation: String,
+}
+
+/// Validates `client.cache_document` params once `client_id` passed [`document_url`];
+/// `default_max_age_secs` applies when the caller gives none.
+pub fn cache_document(p: ClientCacheDocument, default_max_age_secs: u64) -> Result<CachedDocument> {
+    let document_id = p.document.get("client_id").and_then(|v| v.as_str());
+    if document_id != Some(p.client_id.as_str()) {
+        return Err(Error::invalid("document.client_id", "must equal the URL the document was fetched from"));
+    }
+    let metadata: ClientMetadata = serde_path_to_error::deserialize(p.document)
+        .map_err(|e| Error::invalid(format!("document.{}", e.path()), e.into_inner().to_string()))?;
+    let meta = self::metadata(metadata, Origin::Document)?;
+    let max_age_secs = match p.max_age_secs {
+        None => default_max_age_secs,
+        Some(0) => return Err(Error::invalid("max_age_secs", "must be at least 1")),
+        Some(n) if n > 366 * 86_400 => return Err(Error::invalid("max_age_secs", "must be at most a year")),
+        Some(n) => n,
+    };
+    Ok(CachedDocument { client_id: p.client_id, meta, max_age_secs, incarnation: secret::generate_id() })
+}
+
+/// A validated `client.update`, with the secret it would mint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub client_id: String,
+    pub meta: ValidMetadata,
+    pub rotate_secret: bool,
+    /// The secret this call mints if it needs one: from the call's mint, so a retry under the
+    /// same idempotency key mints it again.
+    minted: String,
+}
+
+/// What `client.update` writes over the client it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretChange {
+    /// The digest to store.
+    pub secret_hash: Option<String>,
+    /// The plaintext of a newly minted secret, returned once.
+    pub new_secret: Option<String>,
+}
+
+/// Validates `client.update` params once `client_id` passed its syntax check.
+pub fn update(client_id: String, metadata: ClientMetadata, rotate_secret: bool, mint: &Mint) -> Result<Update> {
+    let meta = self::metadata(metadata, Origin::Registered)?;
+    Ok(Update { client_id, meta, rotate_secret, minted: mint.secret() })
+}
+
+impl Update {
+    /// Decides the update over the client as read: `found` is its origin and stored secret
+    /// digest. A confidential client gets a new secret when asked to rotate or when it had
+    /// none; a public one loses its secret.
+    pub fn decide(&self, found: Option<(Origin, Option<&str>)>) -> Result<SecretChange> {
+        let Some((origin, current)) = found else {
+            return Err(Error::NotFound(crate::error::NotFound::Missing));
+        };
+        if origin != Origin::Registered {
+            return Err(Error::invalid(
+                "client_id",
+                "a cached metadata document changes only through client.cache_document",
+            ));
+        }
+        let confidential = self.meta.auth_method.is_confidential();
+        let new_secret = (confidential && (self.rotate_secret || current.is_none())).then(|| self.minted.clone());
+        let secret_hash = match (&new_secret, confidential) {
+            (Some(s), _) => Some(secret::digest(s)),
+            (None, true) => current.map(str::to_string),
+            (None, false) => None,
+        };
+        Ok(SecretChange { secret_hash, new_secret })
+    }
+
+    /// For a retry that found the first call's answer: the secret it minted, if the recorded
+    /// digest is that of the secret this call mints.
+    pub fn minted_again(&self, recorded_hash: Option<&str>) -> Option<String> {
+        recorded_hash
+            .is_some_and(|h| secret::constant_time_eq(h, &secret::digest(&self.minted)))
+            .then(|| self.minted.clone())
+    }
+}
+
+/// A validated `client.authenticate`: the presented secret, kept only as its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticate {
+    pub client_id: String,
+    presented_hash: String,
+}
+
+/// Validates `client.authenticate` params once `client_id` passed its syntax check.
+pub fn authenticate(client_id: String, presented: &str) -> Result<Authenticate> {
+    validate::text("client_secret", presented)?;
+    Ok(Authenticate { client_id, presented_hash: secret::digest(presented) })
+}
+
+impl Authenticate {
+    /// Decides over the client as read (`Some` of its stored secret digest, if it has one),
+    /// comparing digests in constant time.
+    pub fn decide(&self, found: Option<Option<&str>>) -> Result<()> {
+        let stored = found.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
+        match stored {
+            Some(stored) if secret::constant_time_eq(stored, &self.presented_hash) => Ok(()),
+            _ => Err(Error::InvalidClient(InvalidClient::InvalidSecret)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! Authorization codes: what `code.issue` mints and what `code.consume` must check.
 
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use super::session::optional_scope_resource_user;
+use super::client::{self, Registration};
+use super::session::{self, optional_scope_resource_user};
 use super::{Policy, pkce, validate};
-use crate::error::{Error, InvalidGrant, Result};
+use crate::error::{Error, InvalidClient, InvalidGrant, NotFound, Result};
 use crate::secret::{self, Mint};
 use crate::types::{CodeConsume, CodeIssue, ConsumedCode, Session};
 
 /// A stored code, keyed by the digest of its value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CodeRecord {
     pub grant_id: String,
     pub client_id: String,
@@ -48,69 +48,135 @@ pub struct NewCode {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Validates `code.issue`, filling omitted fields from the pending `session` when one is named.
-/// The session must already be known to be live.
-pub fn issue(
-    p: CodeIssue,
-    session: Option<&Session>,
-    policy: &Policy,
+/// A validated `code.issue`, with the code it mints. What it issues depends on the pending
+/// session it names, so the decision ([`Issue::decide`]) is taken over the session as read.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    params: CodeIssue,
+    policy: Policy,
     now: DateTime<Utc>,
-    mint: &Mint,
-) -> Result<NewCode> {
-    fn pick(given: Option<String>, from_session: Option<&Option<String>>) -> Option<String> {
-        given.or_else(|| from_session.cloned().flatten())
-    }
-    let client_id = p.client_id.or_else(|| session.map(|s| s.client_id.clone()));
-    let redirect_uri = p.redirect_uri.or_else(|| session.map(|s| s.redirect_uri.clone()));
-    let (code_challenge, code_challenge_method) = match p.code_challenge {
-        Some(challenge) => (Some(challenge), p.code_challenge_method),
-        None => (
-            session.and_then(|s| s.code_challenge.clone()),
-            p.code_challenge_method.or_else(|| session.and_then(|s| s.code_challenge_method.clone())),
-        ),
-    };
-    let user_id = pick(p.user_id, session.map(|s| &s.user_id));
-    let scope = pick(p.scope, session.map(|s| &s.scope));
-    let resource = pick(p.resource, session.map(|s| &s.resource));
+    /// The plaintext code, from the call's mint: a retry under the same idempotency key mints
+    /// it again.
+    code: String,
+    grant_id: String,
+}
 
-    let client_id = client_id.ok_or_else(|| Error::invalid("client_id", "required"))?;
-    validate::id("client_id", &client_id)?;
-    if let Some(s) = session
-        && s.client_id != client_id
-    {
-        return Err(Error::invalid("client_id", "differs from the session's client"));
+/// Checks `code.issue` params that need no stored record (given without the idempotency key)
+/// and mints its code.
+pub fn issue(p: CodeIssue, policy: &Policy, now: DateTime<Utc>, mint: &Mint) -> Result<Issue> {
+    if let Some(id) = &p.session_id {
+        validate::id("session_id", id)?;
     }
-    let user_id = user_id.ok_or_else(|| Error::invalid("user_id", "required"))?;
-    let redirect_uri = redirect_uri.ok_or_else(|| Error::invalid("redirect_uri", "required"))?;
-    validate::redirect_uri("redirect_uri", &redirect_uri)?;
-    let code_challenge =
-        code_challenge.ok_or_else(|| Error::invalid("code_challenge", "required: PKCE is mandatory"))?;
-    let method =
-        pkce::Method::parse("code_challenge_method", code_challenge_method.as_deref(), policy.allow_plain_pkce)?;
-    pkce::challenge("code_challenge", &code_challenge, method)?;
-    optional_scope_resource_user(scope.as_deref(), resource.as_deref(), Some(&user_id))?;
-    let data = match (&p.data, session.and_then(|s| s.data.as_ref())) {
-        (Some(d), _) | (None, Some(d)) => Some(validate::data("data", d)?),
-        (None, None) => None,
-    };
-    let expires_at = policy.code.expires_at("ttl_secs", p.ttl_secs, now)?;
-    let code = mint.secret();
-    Ok(NewCode {
-        hash: secret::digest(&code),
-        code,
-        grant_id: secret::generate_id(),
-        client_id,
-        user_id,
-        redirect_uri,
-        code_challenge,
-        code_challenge_method: method.as_str().to_string(),
-        scope,
-        resource,
-        data,
-        session_id: session.map(|s| s.id.clone()),
-        state: session.and_then(|s| s.state.clone()),
-        expires_at,
-    })
+    Ok(Issue { params: p, policy: policy.clone(), now, code: mint.secret(), grant_id: secret::generate_id() })
+}
+
+impl Issue {
+    /// The pending session the call completes, if it names one.
+    pub fn session_id(&self) -> Option<&str> {
+        self.params.session_id.as_deref()
+    }
+
+    /// The plaintext code (handed back again to a retry with the same idempotency key).
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// Decides the code over the named session as read (`found`; ignored when none is named):
+    /// the session must be live, and fills in what the call omits.
+    pub fn decide(&self, found: Option<Session>) -> Result<NewCode> {
+        let session = match self.session_id() {
+            Some(_) => Some(session::live(found, self.now)?),
+            None => None,
+        };
+        self.new_code(session.as_ref())
+    }
+
+    /// Whether the decided code may be issued for `client` (as read just before): the client
+    /// exists, registered the redirect URI, and is the registration the session was put under
+    /// (`session_incarnation`: the client's incarnation stored with the session).
+    pub fn may_issue(
+        &self,
+        new: &NewCode,
+        client: Option<&Registration>,
+        session: Option<(&Session, Option<&str>)>,
+    ) -> Result<()> {
+        let client = client.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
+        client::redirect_uri_registered(&new.redirect_uri, client)?;
+        // A session put under an earlier registration of this client_id (deleted since) is not
+        // this client's: nothing begun under the old one carries over.
+        if let Some((session, incarnation)) = session {
+            let same_registration = match incarnation {
+                Some(incarnation) => client.incarnation.as_deref() == Some(incarnation),
+                // A session stored before incarnations existed: one put before this
+                // registration began belongs to an earlier one.
+                None => session.created_at >= client.issued_at,
+            };
+            if !same_registration {
+                return Err(Error::NotFound(NotFound::Missing));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the call, filling omitted fields from the pending `session` when one is named.
+    /// The session must already be known to be live.
+    fn new_code(&self, session: Option<&Session>) -> Result<NewCode> {
+        fn pick(given: Option<String>, from_session: Option<&Option<String>>) -> Option<String> {
+            given.or_else(|| from_session.cloned().flatten())
+        }
+        let p = self.params.clone();
+        let policy = &self.policy;
+        let client_id = p.client_id.or_else(|| session.map(|s| s.client_id.clone()));
+        let redirect_uri = p.redirect_uri.or_else(|| session.map(|s| s.redirect_uri.clone()));
+        let (code_challenge, code_challenge_method) = match p.code_challenge {
+            Some(challenge) => (Some(challenge), p.code_challenge_method),
+            None => (
+                session.and_then(|s| s.code_challenge.clone()),
+                p.code_challenge_method.or_else(|| session.and_then(|s| s.code_challenge_method.clone())),
+            ),
+        };
+        let user_id = pick(p.user_id, session.map(|s| &s.user_id));
+        let scope = pick(p.scope, session.map(|s| &s.scope));
+        let resource = pick(p.resource, session.map(|s| &s.resource));
+
+        let client_id = client_id.ok_or_else(|| Error::invalid("client_id", "required"))?;
+        validate::id("client_id", &client_id)?;
+        if let Some(s) = session
+            && s.client_id != client_id
+        {
+            return Err(Error::invalid("client_id", "differs from the session's client"));
+        }
+        let user_id = user_id.ok_or_else(|| Error::invalid("user_id", "required"))?;
+        let redirect_uri = redirect_uri.ok_or_else(|| Error::invalid("redirect_uri", "required"))?;
+        validate::redirect_uri("redirect_uri", &redirect_uri)?;
+        let code_challenge =
+            code_challenge.ok_or_else(|| Error::invalid("code_challenge", "required: PKCE is mandatory"))?;
+        let method =
+            pkce::Method::parse("code_challenge_method", code_challenge_method.as_deref(), policy.allow_plain_pkce)?;
+        pkce::challenge("code_challenge", &code_challenge, method)?;
+        optional_scope_resource_user(scope.as_deref(), resource.as_deref(), Some(&user_id))?;
+        let data = match (&p.data, session.and_then(|s| s.data.as_ref())) {
+            (Some(d), _) | (None, Some(d)) => Some(validate::data("data", d)?),
+            (None, None) => None,
+        };
+        let expires_at = policy.code.expires_at("ttl_secs", p.ttl_secs, self.now)?;
+        Ok(NewCode {
+            hash: secret::digest(&self.code),
+            code: self.code.clone(),
+            grant_id: self.grant_id.clone(),
+            client_id,
+            user_id,
+            redirect_uri,
+            code_challenge,
+            code_challenge_method: method.as_str().to_string(),
+            scope,
+            resource,
+            data,
+            session_id: session.map(|s| s.id.clone()),
+            state: session.and_then(|s| s.state.clone()),
+            expires_at,
+        })
+    }
 }
 
 /// Syntax checks on `code.consume` params, before anything is looked up.
@@ -125,6 +191,49 @@ pub fn consume_params(p: &CodeConsume) -> Result<()> {
         validate::resource("resource", resource)?;
     }
     Ok(())
+}
+
+/// A `code.consume` call whose params passed [`consume_params`]: the attempt, the digest that
+/// names the code, and the rules that outlive the code.
+#[derive(Debug, Clone)]
+pub struct Consumption {
+    /// The digest of the presented code: the key of its record.
+    pub hash: String,
+    attempt: CodeConsume,
+    pub now: DateTime<Utc>,
+    replay_window_secs: u64,
+    family_max_secs: u64,
+}
+
+/// Describes a `code.consume` call at `now` under `policy`.
+pub fn consumption(attempt: CodeConsume, policy: &Policy, now: DateTime<Utc>) -> Consumption {
+    Consumption {
+        hash: secret::digest(&attempt.code),
+        attempt,
+        now,
+        replay_window_secs: policy.code_replay_window_secs,
+        family_max_secs: policy.token.max_secs,
+    }
+}
+
+impl Consumption {
+    /// Decides the attempt against the code as stored (see [`consume`]).
+    pub fn decide(&self, stored: &CodeRecord) -> Consume {
+        consume(stored, &self.attempt, self.now)
+    }
+
+    /// Until when a code burned now is kept: for the replay window, so that a late replay is
+    /// still recognised and revokes its grant.
+    pub fn keep_until(&self, stored: &CodeRecord) -> DateTime<Utc> {
+        let window = Duration::seconds(i64::try_from(self.replay_window_secs).unwrap_or(i64::MAX / 1000));
+        stored.expires_at.max(self.now + window)
+    }
+
+    /// The deadline of a family created revoked by a replay (no token of it can be minted, and
+    /// the record goes when a token of it would have).
+    pub fn revoked_family_expires_at(&self) -> DateTime<Utc> {
+        self.now + Duration::seconds(i64::try_from(self.family_max_secs).unwrap_or(i64::MAX / 1000))
+    }
 }
 
 /// What a consume attempt does to a stored code.
@@ -184,8 +293,6 @@ pub fn consumed(code: CodeRecord) -> ConsumedCode {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Duration;
-
     use super::*;
 
     fn t0() -> DateTime<Utc> {

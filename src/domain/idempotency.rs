@@ -86,6 +86,20 @@ pub fn call<P: Serialize>(
     })
 }
 
+/// Whether a first answer recorded with `params` (a digest) under the server secret named
+/// `secret_id` may be handed back to `keyed`: the same key with other params is refused, and so
+/// is an answer minted under another idempotency secret (its secret cannot be minted again
+/// here, so handing it back would give one that matches nothing).
+pub fn may_recall(keyed: &Keyed, params: &str, secret_id: Option<&str>) -> Result<()> {
+    if !secret::constant_time_eq(params, &keyed.params) {
+        return Err(reused_with_other_params());
+    }
+    if secret_id.is_some_and(|id| id != keyed.secret_id) {
+        return Err(recorded_under_another_secret());
+    }
+    Ok(())
+}
+
 /// The refusal for a retry whose first answer was minted under another server secret (the
 /// idempotency secret was changed since): its secret cannot be minted again.
 pub fn recorded_under_another_secret() -> Error {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod code;
 pub mod cursor;
 pub mod idempotency;
+pub mod ids;
 pub mod pkce;
 mod policy;
 pub mod session;

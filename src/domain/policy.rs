@@ -50,17 +50,23 @@ pub struct Policy {
     pub code_replay_window_secs: u64,
 }
 
+impl Policy {
+    /// The rules the server runs with unless told otherwise: the flags' defaults, and what
+    /// `Config::ephemeral` and `Policy::default` give. Written once, here.
+    pub const DEFAULT: Policy = Policy {
+        session: Lifetime { default_secs: 600, max_secs: 86_400 },
+        code: Lifetime { default_secs: 60, max_secs: 600 },
+        token: Lifetime { default_secs: 30 * 86_400, max_secs: 400 * 86_400 },
+        rotation_grace_secs: 0,
+        allow_plain_pkce: false,
+        document_max_age_secs: 86_400,
+        code_replay_window_secs: 3600,
+    };
+}
+
 impl Default for Policy {
     fn default() -> Self {
-        Self {
-            session: Lifetime { default_secs: 600, max_secs: 86_400 },
-            code: Lifetime { default_secs: 60, max_secs: 600 },
-            token: Lifetime { default_secs: 30 * 86_400, max_secs: 400 * 86_400 },
-            rotation_grace_secs: 0,
-            allow_plain_pkce: false,
-            document_max_age_secs: 86_400,
-            code_replay_window_secs: 3600,
-        }
+        Self::DEFAULT
     }
 }
 

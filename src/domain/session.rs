@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::client::{self, Registration};
 use super::{Policy, pkce, validate};
-use crate::error::{Error, NotFound, Result};
+use crate::error::{Error, InvalidClient, NotFound, Result};
 use crate::secret;
 use crate::types::{Session, SessionPut, SessionUpdate};
 
@@ -87,6 +88,33 @@ pub fn update(p: SessionUpdate, policy: &Policy, now: DateTime<Utc>) -> Result<S
     let data = p.data.as_ref().map(|d| validate::data("data", d)).transpose()?;
     let expires_at = p.ttl_secs.map(|ttl| policy.session.expires_at("ttl_secs", Some(ttl), now)).transpose()?;
     Ok(SessionChange { id: p.id, user_id: p.user_id, scope: p.scope, data, expires_at })
+}
+
+/// Whether the session `s` may be stored for `client` (as read just before): the client exists
+/// and registered the redirect URI.
+pub fn may_put(s: &NewSession, client: Option<&Registration>) -> Result<()> {
+    let client = client.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
+    client::redirect_uri_registered(&s.redirect_uri, client)
+}
+
+/// A validated `session.get`: the session `id`, seen at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Get {
+    pub id: String,
+    pub now: DateTime<Utc>,
+}
+
+/// Validates `session.get`.
+pub fn get(id: String, now: DateTime<Utc>) -> Result<Get> {
+    validate::id("id", &id)?;
+    Ok(Get { id, now })
+}
+
+impl Get {
+    /// What the caller is told about the session as stored: it only while live.
+    pub fn decide(&self, found: Option<Session>) -> Result<Session> {
+        live(found, self.now)
+    }
 }
 
 /// A stored session is visible only until its deadline, whether or not it was purged yet.

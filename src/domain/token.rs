@@ -5,7 +5,6 @@
 //! it mints a fresh successor and revokes the previous one, outside it revokes the family.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::optional_scope_resource_user;
@@ -15,8 +14,7 @@ use crate::secret::{self, Mint};
 use crate::types::{TokenInfo, TokenIssue, TokenRevoke, TokenRotate};
 
 /// A token's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Active,
     Rotated,
@@ -24,7 +22,7 @@ pub enum Status {
 }
 
 /// A stored refresh token, keyed by the digest of its value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {
     pub hash: String,
     pub token_id: String,
@@ -45,7 +43,7 @@ pub struct TokenRecord {
 }
 
 /// A grant's family record: the serialization point for every change to its tokens.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FamilyRecord {
     pub grant_id: String,
     pub client_id: String,
@@ -144,6 +142,86 @@ pub fn token_value(token: &str) -> Result<()> {
         return Err(Error::invalid("token", "must be a refresh token"));
     }
     Ok(())
+}
+
+/// A validated `token.get`: the presented token, kept only as its digest, seen at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Get {
+    pub hash: String,
+    pub now: DateTime<Utc>,
+}
+
+/// Validates `token.get`.
+pub fn get(token: &str, now: DateTime<Utc>) -> Result<Get> {
+    token_value(token)?;
+    Ok(Get { hash: secret::digest(token), now })
+}
+
+impl Get {
+    /// What the caller is told about the token as stored: its metadata while active.
+    pub fn decide(&self, found: Option<TokenRecord>) -> Result<TokenInfo> {
+        Ok(info(active(found, self.now)?))
+    }
+}
+
+/// A `token.rotate` call whose params passed [`rotate_params`], with the successor it would
+/// mint.
+#[derive(Debug, Clone)]
+pub struct Rotate {
+    /// The digest of the presented token: the key of its record.
+    pub hash: String,
+    params: TokenRotate,
+    policy: Policy,
+    now: DateTime<Utc>,
+    /// The successor's plaintext, from the call's mint: a retry under the same idempotency key
+    /// mints it again.
+    successor: String,
+    successor_id: String,
+}
+
+/// Describes a `token.rotate` call at `now` under `policy`, minting its successor from `mint`.
+pub fn rotate(p: TokenRotate, policy: &Policy, now: DateTime<Utc>, mint: &Mint) -> Rotate {
+    Rotate {
+        hash: secret::digest(&p.token),
+        params: p,
+        policy: policy.clone(),
+        now,
+        successor: mint.secret(),
+        successor_id: secret::generate_id(),
+    }
+}
+
+impl Rotate {
+    /// Decides the rotation over the token and its family as read (see [`rotation`]).
+    pub fn decide(&self, token: Option<&TokenRecord>, family: Option<&FamilyRecord>) -> Rotation {
+        rotation(token, family, &self.params, &self.policy, self.now)
+    }
+
+    /// The time reuse of `token` is recorded at (see [`decision_time`]).
+    pub fn reuse_time(&self, token: &TokenRecord) -> DateTime<Utc> {
+        decision_time(token, self.now)
+    }
+
+    /// The plaintext successor (handed back again to a retry with the same idempotency key).
+    pub fn successor_secret(&self) -> &str {
+        &self.successor
+    }
+
+    /// The token that replaces `old`, with what the decision granted.
+    pub fn successor(&self, old: &TokenRecord, scope: Option<String>, expires_at: DateTime<Utc>) -> NewToken {
+        NewToken {
+            hash: secret::digest(&self.successor),
+            token: self.successor.clone(),
+            token_id: self.successor_id.clone(),
+            grant_id: old.grant_id.clone(),
+            client_id: old.client_id.clone(),
+            user_id: old.user_id.clone(),
+            scope,
+            resource: old.resource.clone(),
+            data: old.data.clone(),
+            expires_at,
+        }
+    }
 }
 
 /// What presenting a token to `token.rotate` does.

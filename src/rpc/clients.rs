@@ -7,13 +7,11 @@ use jsonrpsee::core::{RpcResult, async_trait};
 use super::api::ClientApiServer;
 use super::context::Context;
 use super::params::Params;
-use crate::domain::client::{self, Origin};
-use crate::domain::{cursor, validate};
+use crate::domain::{client, cursor, validate};
 use crate::error::Error;
-use crate::secret;
 use crate::types::{
-    Authenticated, Client, ClientAuthenticate, ClientCacheDocument, ClientDelete, ClientList, ClientMetadata,
-    ClientRef, ClientRegister, ClientUpdate, Deleted, Page,
+    Authenticated, Client, ClientAuthenticate, ClientCacheDocument, ClientDelete, ClientList, ClientRef,
+    ClientRegister, ClientUpdate, Deleted, Page,
 };
 
 pub struct ClientRpc {
@@ -27,24 +25,8 @@ impl ClientApiServer for ClientRpc {
         let mut p = params.into_inner()?;
         let now = self.cx.now();
         let call = self.cx.call("client.register", p.idempotency_key.take(), &p, now)?;
-        let meta = client::metadata(p.metadata, Origin::Registered)?;
-        let client_id = match p.client_id {
-            Some(id) => {
-                validate::id("client_id", &id)?;
-                id
-            }
-            None => secret::generate_id(),
-        };
-        let secret = match (meta.auth_method.is_confidential(), p.client_secret) {
-            (true, Some(s)) => {
-                client::client_secret("client_secret", &s)?;
-                Some(s)
-            }
-            (true, None) => Some(call.mint.secret()),
-            (false, Some(_)) => return Err(Error::invalid("client_secret", "a public client has no secret").into()),
-            (false, None) => None,
-        };
-        self.cx.run(move |cx| async move { cx.store.client_register(client_id, meta, secret, &call, now).await }).await
+        let new = client::register(p, &call.mint)?;
+        self.cx.run(move |cx| async move { cx.store.client_register(new, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `client.get`.
@@ -72,21 +54,17 @@ impl ClientApiServer for ClientRpc {
         client_id_syntax(&p.client_id)?;
         let now = self.cx.now();
         let call = self.cx.call("client.update", p.idempotency_key.take(), &p, now)?;
-        let meta = client::metadata(p.metadata, Origin::Registered)?;
-        let rotate = p.rotate_secret.unwrap_or(false);
-        self.cx.run(move |cx| async move { cx.store.client_update(&p.client_id, meta, rotate, &call, now).await }).await
+        let update = client::update(p.client_id, p.metadata, p.rotate_secret.unwrap_or(false), &call.mint)?;
+        self.cx.run(move |cx| async move { cx.store.client_update(&update, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `client.authenticate`.
     async fn authenticate(&self, params: Params<ClientAuthenticate>) -> RpcResult<Authenticated> {
         let p = params.into_inner()?;
         client_id_syntax(&p.client_id)?;
-        validate::text("client_secret", &p.client_secret)?;
+        let auth = client::authenticate(p.client_id, &p.client_secret)?;
         let now = self.cx.now();
-        let client = self
-            .cx
-            .run(move |cx| async move { cx.store.client_authenticate(&p.client_id, &p.client_secret, now).await })
-            .await?;
+        let client = self.cx.run(move |cx| async move { cx.store.client_authenticate(&auth, now).await }).await?;
         Ok(Authenticated { authenticated: true, client })
     }
 
@@ -96,8 +74,10 @@ impl ClientApiServer for ClientRpc {
         client_id_syntax(&p.client_id)?;
         let now = self.cx.now();
         let call = self.cx.call("client.delete", p.idempotency_key.take(), &p, now)?;
-        let deleted =
-            self.cx.run(move |cx| async move { cx.store.client_delete(&p.client_id, &call, now).await }).await?;
+        let deleted = self
+            .cx
+            .run(move |cx| async move { cx.store.client_delete(&p.client_id, call.keyed.as_ref(), now).await })
+            .await?;
         Ok(Deleted { deleted })
     }
 
@@ -107,22 +87,8 @@ impl ClientApiServer for ClientRpc {
         client::document_url("client_id", &p.client_id)?;
         let now = self.cx.now();
         let call = self.cx.call("client.cache_document", p.idempotency_key.take(), &p, now)?;
-        let document_id = p.document.get("client_id").and_then(|v| v.as_str());
-        if document_id != Some(p.client_id.as_str()) {
-            return Err(Error::invalid("document.client_id", "must equal the URL the document was fetched from").into());
-        }
-        let metadata: ClientMetadata = serde_path_to_error::deserialize(p.document)
-            .map_err(|e| Error::invalid(format!("document.{}", e.path()), e.into_inner().to_string()))?;
-        let meta = client::metadata(metadata, Origin::Document)?;
-        let max_age = match p.max_age_secs {
-            None => self.cx.policy.document_max_age_secs,
-            Some(0) => return Err(Error::invalid("max_age_secs", "must be at least 1").into()),
-            Some(n) if n > 366 * 86_400 => return Err(Error::invalid("max_age_secs", "must be at most a year").into()),
-            Some(n) => n,
-        };
-        self.cx
-            .run(move |cx| async move { cx.store.client_cache_document(p.client_id, meta, max_age, &call, now).await })
-            .await
+        let doc = client::cache_document(p, self.cx.policy.document_max_age_secs)?;
+        self.cx.run(move |cx| async move { cx.store.client_cache_document(doc, call.keyed.as_ref(), now).await }).await
     }
 }
 

@@ -21,7 +21,8 @@ impl CodeApiServer for CodeRpc {
         let mut p = params.into_inner()?;
         let now = self.cx.now();
         let call = self.cx.call("code.issue", p.idempotency_key.take(), &p, now)?;
-        self.cx.run(move |cx| async move { cx.store.code_issue(p, &call, &cx.policy, now).await }).await
+        let issue = code::issue(p, &self.cx.policy, now, &call.mint)?;
+        self.cx.run(move |cx| async move { cx.store.code_issue(&issue, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `code.consume`.
@@ -30,6 +31,7 @@ impl CodeApiServer for CodeRpc {
         code::consume_params(&p)?;
         let now = self.cx.now();
         let call = self.cx.call("code.consume", p.idempotency_key.take(), &p, now)?;
-        self.cx.run(move |cx| async move { cx.store.code_consume(&p, &call, &cx.policy, now).await }).await
+        let consumption = code::consumption(p, &self.cx.policy, now);
+        self.cx.run(move |cx| async move { cx.store.code_consume(&consumption, call.keyed.as_ref()).await }).await
     }
 }

@@ -9,6 +9,7 @@ use super::api::SessionApiServer;
 use super::context::Context;
 use super::feed::{self, Stream};
 use super::params::Params;
+use crate::domain::ids::{ClientId, UserId};
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
 use crate::types::{
@@ -28,16 +29,14 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.put", p.idempotency_key.take(), &p, now)?;
         let new = session::put(p, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_put(new, &call, now).await }).await
+        self.cx.run(move |cx| async move { cx.store.session_put(new, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `session.get`.
     async fn get(&self, params: Params<SessionRef>) -> RpcResult<Session> {
         let p = params.into_inner()?;
-        validate::id("id", &p.id)?;
-        let now = self.cx.now();
-        let found = self.cx.run(move |cx| async move { cx.store.session_get(&p.id).await }).await?;
-        Ok(session::live(found, now)?)
+        let get = session::get(p.id, self.cx.now())?;
+        self.cx.run(move |cx| async move { cx.store.session_get(&get).await }).await
     }
 
     /// Handler for `session.update`.
@@ -46,7 +45,7 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.update", p.idempotency_key.take(), &p, now)?;
         let change = session::update(p, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_update(change, &call, now).await }).await
+        self.cx.run(move |cx| async move { cx.store.session_update(change, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `session.delete`.
@@ -55,7 +54,10 @@ impl SessionApiServer for SessionRpc {
         validate::id("id", &p.id)?;
         let now = self.cx.now();
         let call = self.cx.call("session.delete", p.idempotency_key.take(), &p, now)?;
-        let deleted = self.cx.run(move |cx| async move { cx.store.session_delete(&p.id, &call, now).await }).await?;
+        let deleted = self
+            .cx
+            .run(move |cx| async move { cx.store.session_delete(&p.id, call.keyed.as_ref(), now).await })
+            .await?;
         Ok(Deleted { deleted })
     }
 
@@ -78,7 +80,10 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.purge", p.idempotency_key.take(), &p, now)?;
         let filter = filter(p.client_id, p.user_id)?;
-        let purged = self.cx.run(move |cx| async move { cx.store.session_purge(&filter, &call, now).await }).await?;
+        let purged = self
+            .cx
+            .run(move |cx| async move { cx.store.session_purge(&filter, call.keyed.as_ref(), now).await })
+            .await?;
         Ok(Purged { purged })
     }
 
@@ -93,11 +98,8 @@ impl SessionApiServer for SessionRpc {
 }
 
 fn filter(client_id: Option<String>, user_id: Option<String>) -> Result<SessionFilter, crate::error::Error> {
-    if let Some(client_id) = &client_id {
-        validate::id("client_id", client_id)?;
-    }
-    if let Some(user_id) = &user_id {
-        validate::user_id("user_id", user_id)?;
-    }
-    Ok(SessionFilter { client_id, user_id })
+    Ok(SessionFilter {
+        client_id: client_id.map(|c| ClientId::parse("client_id", c)).transpose()?,
+        user_id: user_id.map(|u| UserId::parse("user_id", u)).transpose()?,
+    })
 }

@@ -9,6 +9,7 @@ use super::api::TokenApiServer;
 use super::context::Context;
 use super::feed::{self, Stream};
 use super::params::Params;
+use crate::domain::ids::{ClientId, GrantId, UserId};
 use crate::domain::{cursor, token, validate};
 use crate::store::TokenFilter;
 use crate::types::{
@@ -26,15 +27,15 @@ impl TokenApiServer for TokenRpc {
         let mut p = params.into_inner()?;
         let now = self.cx.now();
         let call = self.cx.call("token.issue", p.idempotency_key.take(), &p, now)?;
-        self.cx.run(move |cx| async move { cx.store.token_issue(p, &call, &cx.policy, now).await }).await
+        let new = token::issue(p, &self.cx.policy, now, &call.mint)?;
+        self.cx.run(move |cx| async move { cx.store.token_issue(new, call.keyed.as_ref(), now).await }).await
     }
 
     /// Handler for `token.get`.
     async fn get(&self, params: Params<TokenRef>) -> RpcResult<TokenInfo> {
         let p = params.into_inner()?;
-        token::token_value(&p.token)?;
-        let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.token_get(&p.token, now).await }).await
+        let get = token::get(&p.token, self.cx.now())?;
+        self.cx.run(move |cx| async move { cx.store.token_get(&get).await }).await
     }
 
     /// Handler for `token.rotate`.
@@ -43,7 +44,8 @@ impl TokenApiServer for TokenRpc {
         token::rotate_params(&p)?;
         let now = self.cx.now();
         let call = self.cx.call("token.rotate", p.idempotency_key.take(), &p, now)?;
-        self.cx.run(move |cx| async move { cx.store.token_rotate(&p, &call, &cx.policy, now).await }).await
+        let rotate = token::rotate(p, &self.cx.policy, now, &call.mint);
+        self.cx.run(move |cx| async move { cx.store.token_rotate(&rotate, call.keyed.as_ref()).await }).await
     }
 
     /// Handler for `token.revoke`.
@@ -52,24 +54,20 @@ impl TokenApiServer for TokenRpc {
         let now = self.cx.now();
         let call = self.cx.call("token.revoke", p.idempotency_key.take(), &p, now)?;
         let scope = token::revoke_scope(p)?;
-        let revoked = self.cx.run(move |cx| async move { cx.store.token_revoke(scope, &call, now).await }).await?;
+        let revoked =
+            self.cx.run(move |cx| async move { cx.store.token_revoke(scope, call.keyed.as_ref(), now).await }).await?;
         Ok(Revoked { revoked })
     }
 
     /// Handler for `token.list`.
     async fn list(&self, params: Params<TokenList>) -> RpcResult<Page<TokenInfo>> {
         let p = params.into_inner()?;
-        for (field, value) in [("client_id", &p.client_id), ("grant_id", &p.grant_id)] {
-            if let Some(value) = value {
-                validate::id(field, value)?;
-            }
-        }
-        if let Some(user_id) = &p.user_id {
-            validate::user_id("user_id", user_id)?;
-        }
+        let client_id = p.client_id.map(|c| ClientId::parse("client_id", c)).transpose()?;
+        let grant_id = p.grant_id.map(|g| GrantId::parse("grant_id", g)).transpose()?;
+        let user_id = p.user_id.map(|u| UserId::parse("user_id", u)).transpose()?;
         let limit = validate::limit(p.limit)?;
         let after = p.cursor.as_deref().map(cursor::decode).transpose()?;
-        let filter = TokenFilter { user_id: p.user_id, client_id: p.client_id, grant_id: p.grant_id };
+        let filter = TokenFilter { user_id, client_id, grant_id };
         let now = self.cx.now();
         let rows = self.cx.run(move |cx| async move { cx.store.token_list(&filter, after, limit, now).await }).await?;
         let (items, next_cursor) = cursor::page(rows, limit, |t| &t.token_id);

@@ -6,10 +6,9 @@ use serde::Deserialize;
 use super::events::{BY_CLIENT, revoke_families, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Store, StoreError, Vars, record, take_all, take_returned};
-use crate::domain::client::ValidMetadata;
-use crate::domain::idempotency::Call;
-use crate::error::{Error, InvalidClient, NotFound};
-use crate::secret;
+use crate::domain::client::{Authenticate, CachedDocument, NewClient, Origin, Registration, Update};
+use crate::domain::idempotency::Keyed;
+use crate::error::{Error, NotFound};
 use crate::types::{Client, ClientMetadata};
 
 /// A `client` row as stored.
@@ -28,6 +27,19 @@ pub(super) struct ClientRow {
 }
 
 impl ClientRow {
+    /// What the rules need to let a flow name this client.
+    pub(super) fn registration(&self) -> Registration {
+        Registration {
+            redirect_uris: self.redirect_uris.clone(),
+            incarnation: self.incarnation.clone(),
+            issued_at: self.issued_at,
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        if self.origin == "registered" { Origin::Registered } else { Origin::Document }
+    }
+
     fn into_client(self, now: DateTime<Utc>) -> Result<Client, StoreError> {
         let metadata: ClientMetadata =
             serde_json::from_str(&self.metadata).map_err(|e| StoreError::Decode(format!("client metadata: {e}")))?;
@@ -57,18 +69,14 @@ impl Store {
         self.row("client", client_id).await
     }
 
-    /// `client.register`. A confidential client gets `secret` (caller-supplied or generated);
-    /// only its digest is stored.
+    /// `client.register`: stores the registration `new`; only the digest of its secret.
     pub async fn client_register(
         &self,
-        client_id: String,
-        meta: ValidMetadata,
-        secret: Option<String>,
-        call: &Call,
+        new: NewClient,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<Client, StoreError> {
-        let metadata = metadata_json(&meta.metadata)?;
-        let keyed = call.keyed.as_ref();
+        let metadata = metadata_json(&new.meta.metadata)?;
         let sql = format!(
             "BEGIN; \
              LET $r = (CREATE ONLY $rid SET client_id = $client_id, origin = 'registered', metadata = $metadata, \
@@ -80,31 +88,29 @@ impl Store {
             record = record_answer(keyed, "$r"),
         );
         let vars = bind(Vars::new(), keyed)
-            .set("incarnation", secret::generate_id())
-            .set("rid", record("client", &client_id))
-            .set("client_id", client_id)
+            .set("incarnation", new.incarnation)
+            .set("rid", record("client", &new.client_id))
+            .set("client_id", new.client_id)
             .set("metadata", metadata)
-            .set("redirect_uris", meta.metadata.redirect_uris)
-            .set("secret_hash", secret.as_deref().map(secret::digest))
+            .set("redirect_uris", new.meta.metadata.redirect_uris)
+            .set("secret_hash", new.secret_hash)
             .set("now", now);
         // A retry gets the recorded client and the same secret: the caller's, or minted again
         // from the key.
         let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars).await?;
         let row = row.ok_or_else(|| StoreError::Decode("CREATE returned nothing".into()))?;
-        Ok(with_secret(row.into_client(now)?, secret))
+        Ok(with_secret(row.into_client(now)?, new.secret))
     }
 
     /// `client.cache_document`: stores or replaces a client ID metadata document.
     pub async fn client_cache_document(
         &self,
-        client_id: String,
-        meta: ValidMetadata,
-        max_age_secs: u64,
-        call: &Call,
+        doc: CachedDocument,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<Client, StoreError> {
+        let CachedDocument { client_id, meta, max_age_secs, incarnation } = doc;
         let metadata = metadata_json(&meta.metadata)?;
-        let keyed = call.keyed.as_ref();
         // A registered client keeps its registration: a document may not take over its id.
         let sql = format!(
             "BEGIN; \
@@ -120,7 +126,7 @@ impl Store {
         );
         let vars = bind(Vars::new(), keyed)
             .set("rid", record("client", &client_id))
-            .set("incarnation", secret::generate_id())
+            .set("incarnation", incarnation)
             .set("client_id", client_id)
             .set("metadata", metadata)
             .set("redirect_uris", meta.metadata.redirect_uris)
@@ -155,46 +161,26 @@ impl Store {
         rows.into_iter().map(|row| row.into_client(now)).collect()
     }
 
-    /// `client.update`: replaces a registered client's metadata. A confidential client gets a
-    /// new secret when asked to rotate or when it had none; a public one loses its secret.
+    /// `client.update`: replaces a registered client's metadata, with the secret `update`
+    /// decides over the client as read.
     pub async fn client_update(
         &self,
-        client_id: &str,
-        meta: ValidMetadata,
-        rotate_secret: bool,
-        call: &Call,
+        update: &Update,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<Client, StoreError> {
-        let metadata = metadata_json(&meta.metadata)?;
-        let confidential = meta.auth_method.is_confidential();
-        let rid = record("client", client_id);
-        let keyed = call.keyed.as_ref();
-        // A retry gets the recorded client and, if the first call minted a secret (the recorded
-        // digest is that of the secret the key mints), that secret again.
+        let metadata = metadata_json(&update.meta.metadata)?;
+        let rid = record("client", &update.client_id);
+        // A retry gets the recorded client and, if the first call minted a secret, that secret
+        // again.
         let recalled = |row: ClientRow| {
-            let minted = call.mint.secret();
-            let again =
-                row.secret_hash.as_deref().is_some_and(|h| secret::constant_time_eq(h, &secret::digest(&minted)));
-            Ok(with_secret(row.into_client(now)?, again.then_some(minted)))
+            let again = update.minted_again(row.secret_hash.as_deref());
+            Ok(with_secret(row.into_client(now)?, again))
         };
         self.keyed(keyed, recalled, || async {
-            let Some(current) = self.client_row(client_id).await? else {
-                return Err(Error::NotFound(NotFound::Missing).into());
-            };
-            if current.origin != "registered" {
-                return Err(Error::invalid(
-                    "client_id",
-                    "a cached metadata document changes only through client.cache_document",
-                )
-                .into());
-            }
-            let new_secret =
-                (confidential && (rotate_secret || current.secret_hash.is_none())).then(|| call.mint.secret());
-            let secret_hash = match (&new_secret, confidential) {
-                (Some(s), _) => Some(secret::digest(s)),
-                (None, true) => current.secret_hash.clone(),
-                (None, false) => None,
-            };
+            let current = self.client_row(&update.client_id).await?;
+            let change = update.decide(current.as_ref().map(|c| (c.origin(), c.secret_hash.as_deref())))?;
+            let seen_secret_hash = current.and_then(|c| c.secret_hash);
             // Conditional on the secret we read, so a concurrent rotation is not lost.
             let sql = format!(
                 "BEGIN; \
@@ -208,36 +194,35 @@ impl Store {
             let vars = bind(Vars::new(), keyed)
                 .set("rid", rid.clone())
                 .set("metadata", metadata.clone())
-                .set("redirect_uris", meta.metadata.redirect_uris.clone())
-                .set("secret_hash", secret_hash)
-                .set("seen_secret_hash", current.secret_hash)
+                .set("redirect_uris", update.meta.metadata.redirect_uris.clone())
+                .set("secret_hash", change.secret_hash)
+                .set("seen_secret_hash", seen_secret_hash)
                 .set("now", now);
             let row: Option<ClientRow> = take_returned(&mut self.query(&sql, vars).await?)?;
             let row = row.ok_or(StoreError::Retry)?;
-            Ok(with_secret(row.into_client(now)?, new_secret))
+            Ok(with_secret(row.into_client(now)?, change.new_secret))
         })
         .await
     }
 
-    /// `client.authenticate`: compares the presented secret's digest in constant time.
-    pub async fn client_authenticate(
-        &self,
-        client_id: &str,
-        presented: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Client, StoreError> {
-        let row = self.client_row(client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
-        let presented = secret::digest(presented);
-        match &row.secret_hash {
-            Some(stored) if secret::constant_time_eq(stored, &presented) => row.into_client(now),
-            _ => Err(Error::InvalidClient(InvalidClient::InvalidSecret).into()),
+    /// `client.authenticate`: the client, if `auth` accepts the secret digest stored with it.
+    pub async fn client_authenticate(&self, auth: &Authenticate, now: DateTime<Utc>) -> Result<Client, StoreError> {
+        let row = self.client_row(&auth.client_id).await?;
+        auth.decide(row.as_ref().map(|r| r.secret_hash.as_deref()))?;
+        match row {
+            Some(row) => row.into_client(now),
+            None => Err(Error::NotFound(NotFound::Missing).into()),
         }
     }
 
     /// `client.delete`: removes the client and, in the same transaction, purges its sessions,
     /// removes its codes and revokes its refresh tokens, with events.
-    pub async fn client_delete(&self, client_id: &str, call: &Call, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let keyed = call.keyed.as_ref();
+    pub async fn client_delete(
+        &self,
+        client_id: &str,
+        keyed: Option<&Keyed>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let sql = format!(
             "BEGIN; \
              LET $c = (DELETE ONLY $rid RETURN BEFORE); \

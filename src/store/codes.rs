@@ -1,65 +1,82 @@
 //! Authorization codes.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{BY_GRANT, revoke_tokens};
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record};
-use crate::domain::code::{self, CodeRecord, Consume};
-use crate::domain::idempotency::{Call, Keyed};
-use crate::domain::token::FamilyRecord;
-use crate::domain::{Policy, session, validate};
-use crate::error::{Error, InvalidClient, InvalidGrant, NotFound};
-use crate::secret;
-use crate::types::{CodeConsume, CodeIssue, ConsumedCode, IssuedCode, Session};
+use crate::domain::code::{self, CodeRecord, Consume, Consumption, Issue};
+use crate::domain::idempotency::Keyed;
+use crate::error::{Error, InvalidGrant, NotFound};
+use crate::types::{ConsumedCode, IssuedCode, Session};
+
+/// A `code` row as stored.
+#[derive(Debug, Clone, Deserialize)]
+struct CodeRow {
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    code_challenge_method: String,
+    scope: Option<String>,
+    resource: Option<String>,
+    data: Option<String>,
+    session_id: Option<String>,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    consumed_at: Option<DateTime<Utc>>,
+}
+
+impl From<CodeRow> for CodeRecord {
+    fn from(row: CodeRow) -> Self {
+        CodeRecord {
+            grant_id: row.grant_id,
+            client_id: row.client_id,
+            user_id: row.user_id,
+            redirect_uri: row.redirect_uri,
+            code_challenge: row.code_challenge,
+            code_challenge_method: row.code_challenge_method,
+            scope: row.scope,
+            resource: row.resource,
+            data: row.data,
+            session_id: row.session_id,
+            issued_at: row.issued_at,
+            expires_at: row.expires_at,
+            consumed_at: row.consumed_at,
+        }
+    }
+}
 
 impl Store {
     /// `code.issue`. With `session_id`, the session is consumed in the same transaction
     /// (emitting `completed`) and fills in what the call omits.
     pub async fn code_issue(
         &self,
-        p: CodeIssue,
-        call: &Call,
-        policy: &Policy,
+        issue: &Issue,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<IssuedCode, StoreError> {
-        if let Some(id) = &p.session_id {
-            validate::id("session_id", id)?;
-        }
-        let keyed = call.keyed.as_ref();
         // A retry gets the recorded answer and the code minted again (it is never stored).
-        let recalled = |answer: IssuedCode| Ok(IssuedCode { code: call.mint.secret(), ..answer });
+        let recalled = |answer: IssuedCode| Ok(IssuedCode { code: issue.code().to_string(), ..answer });
         self.keyed(keyed, recalled, || async {
-            let pending = match &p.session_id {
-                Some(id) => {
-                    let row = self.session_row(id).await?;
-                    let rev = row.as_ref().map(|r| r.rev);
-                    let incarnation = row.as_ref().and_then(|r| r.client_incarnation.clone());
-                    let live = session::live(row.map(Session::from), now)?;
-                    Some((live, rev.unwrap_or_default(), incarnation))
-                }
+            let row = match issue.session_id() {
+                Some(id) => self.session_row(id).await?,
                 None => None,
             };
-            let new = code::issue(p.clone(), pending.as_ref().map(|(s, _, _)| s), policy, now, &call.mint)?;
-            let client =
-                self.client_row(&new.client_id).await?.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
-            if !validate::redirect_uri_registered(&new.redirect_uri, &client.redirect_uris) {
-                return Err(Error::invalid("redirect_uri", "not registered for this client").into());
-            }
-            // A session put under an earlier registration of this client_id (deleted since)
-            // is not this client's: nothing begun under the old one carries over.
-            if let Some((session, _, incarnation)) = &pending {
-                let same_registration = match incarnation {
-                    Some(incarnation) => client.incarnation.as_ref() == Some(incarnation),
-                    // A session stored before incarnations existed: one put before this
-                    // registration began belongs to an earlier one.
-                    None => session.created_at >= client.issued_at,
-                };
-                if !same_registration {
-                    return Err(Error::NotFound(NotFound::Missing).into());
-                }
-            }
+            let new = issue.decide(row.clone().map(Session::from))?;
+            // Decided over a live session: `pending` is the session as read, its revision and
+            // the client incarnation stored with it.
+            let pending = row.map(|r| (r.rev, r.client_incarnation.clone(), Session::from(r)));
+            let client = self.client_row(&new.client_id).await?;
+            issue.may_issue(
+                &new,
+                client.as_ref().map(|c| c.registration()).as_ref(),
+                pending.as_ref().map(|(_, incarnation, s)| (s, incarnation.as_deref())),
+            )?;
+            let Some(client) = client else { return Err(StoreError::Retry) };
             let complete_session = if pending.is_some() {
                 "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \
                  IF $s = NONE { THROW 'authstore:retry' }; \
@@ -80,7 +97,7 @@ impl Store {
                 record = record_answer(keyed, "$idem_answer"),
             );
             let (session_rid, session_rev) = match &pending {
-                Some((s, rev, _)) => (Some(record("session", &s.id)), *rev),
+                Some((rev, _, s)) => (Some(record("session", &s.id)), *rev),
                 None => (None, 0),
             };
             let issued = IssuedCode {
@@ -123,32 +140,28 @@ impl Store {
     /// a replay revokes every refresh token of its grant.
     pub async fn code_consume(
         &self,
-        p: &CodeConsume,
-        call: &Call,
-        policy: &Policy,
-        now: DateTime<Utc>,
+        consumption: &Consumption,
+        keyed: Option<&Keyed>,
     ) -> Result<ConsumedCode, StoreError> {
-        let key = secret::digest(&p.code);
-        let keyed = call.keyed.as_ref();
+        let key = &consumption.hash;
+        let now = consumption.now;
         self.keyed(
             keyed,
             |consumed: ConsumedCode| Ok(consumed),
             || async {
-                let stored: Option<CodeRecord> = self.row("code", &key).await?;
-                let stored = stored.ok_or(Error::NotFound(NotFound::Missing))?;
-                let decision = code::consume(&stored, p, now);
+                let stored: Option<CodeRow> = self.row("code", key).await?;
+                let stored = CodeRecord::from(stored.ok_or(Error::NotFound(NotFound::Missing))?);
+                let decision = consumption.decide(&stored);
                 if decision == Consume::Replay {
-                    self.revoke_replayed_grant(&stored, policy, now, keyed).await?;
+                    self.revoke_replayed_grant(&stored, consumption.revoked_family_expires_at(), now, keyed).await?;
                     return Err(Error::InvalidGrant(InvalidGrant::Consumed).into());
                 }
                 // The gate: exactly one transaction can move consumed_at from NONE. The used code is
                 // kept for the replay window, so a late replay still revokes the grant.
                 const BURN: &str = "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until \
                  WHERE consumed_at = NONE RETURN AFTER";
-                let window =
-                    Duration::seconds(i64::try_from(policy.code_replay_window_secs).unwrap_or(i64::MAX / 1000));
-                let keep_until = stored.expires_at.max(now + window);
-                let vars = Vars::new().set("rid", record("code", &key)).set("now", now).set("keep_until", keep_until);
+                let keep_until = consumption.keep_until(&stored);
+                let vars = Vars::new().set("rid", record("code", key)).set("now", now).set("keep_until", keep_until);
                 // With a key, what this call answers is recorded with the burn: the redeemed grant,
                 // or the refusal that burned the code.
                 let recorded = match &decision {
@@ -156,7 +169,7 @@ impl Store {
                     Consume::Burn(reason) => bind_refusal(Vars::new(), &Error::InvalidGrant(*reason)),
                     Consume::Replay => Vars::new(),
                 };
-                let burned: Option<CodeRecord> = self.write_keyed(BURN, vars, keyed, "$idem_answer", recorded).await?;
+                let burned: Option<CodeRow> = self.write_keyed(BURN, vars, keyed, "$idem_answer", recorded).await?;
                 if burned.is_none() {
                     // Someone else consumed (or purged) it first: decide again from a fresh read.
                     return Err(StoreError::Retry);
@@ -176,12 +189,12 @@ impl Store {
     async fn revoke_replayed_grant(
         &self,
         code: &CodeRecord,
-        policy: &Policy,
+        family_expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
         keyed: Option<&Keyed>,
     ) -> Result<(), StoreError> {
         let family_rid = record("family", &code.grant_id);
-        let family: Option<FamilyRecord> = self.row("family", &code.grant_id).await?;
+        let family = self.family_row(&code.grant_id).await?;
         if family.is_some_and(|f| f.revoked_at.is_some()) {
             return Ok(());
         }
@@ -197,8 +210,6 @@ impl Store {
             revoke = revoke_tokens(&BY_GRANT),
             record = record_answer(keyed, "NONE"),
         );
-        let family_expires_at =
-            now + Duration::seconds(i64::try_from(policy.token.max_secs).unwrap_or(i64::MAX / 1000));
         let vars = bind_refusal(bind(Vars::new(), keyed), &Error::InvalidGrant(InvalidGrant::Consumed))
             .set("family", family_rid)
             .set("grant_id", code.grant_id.clone())

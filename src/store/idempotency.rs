@@ -14,7 +14,6 @@ use serde::de::DeserializeOwned;
 use super::{MAX_ATTEMPTS, Store, StoreError, Vars, backoff, record, take_returned, thrown};
 use crate::domain::idempotency::{self, Keyed};
 use crate::error::Error;
-use crate::secret;
 
 /// The database record holding the server secret that keyed mints derive from.
 const SERVER_SECRET: &str = "idempotency";
@@ -96,14 +95,7 @@ impl Store {
         let Some(found) = self.row::<Recorded>("idem", &keyed.record).await? else {
             return Ok(None);
         };
-        if !secret::constant_time_eq(&found.params, &keyed.params) {
-            return Err(idempotency::reused_with_other_params().into());
-        }
-        // Minted under another idempotency secret, the first answer's secret cannot be minted
-        // again here: refuse rather than hand back one that matches nothing.
-        if found.secret_id.as_ref().is_some_and(|id| *id != keyed.secret_id) {
-            return Err(idempotency::recorded_under_another_secret().into());
-        }
+        idempotency::may_recall(keyed, &found.params, found.secret_id.as_deref())?;
         if let Some(marker) = found.refused {
             return match thrown(&format!("authstore:{marker}")) {
                 Some(StoreError::Rejected(e)) => Ok(Some(Recalled::Refused(e))),

@@ -6,10 +6,10 @@ use serde::Deserialize;
 use super::events::session_event;
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Store, StoreError, Vars, parse_data, record, take_all};
-use crate::domain::idempotency::Call;
-use crate::domain::session::{NewSession, SessionChange};
-use crate::domain::validate;
-use crate::error::{Error, InvalidClient, NotFound};
+use crate::domain::idempotency::Keyed;
+use crate::domain::ids::{ClientId, UserId};
+use crate::domain::session::{self, Get, NewSession, SessionChange};
+use crate::error::{Error, NotFound};
 use crate::types::Session;
 
 /// A `session` row as stored.
@@ -56,8 +56,8 @@ impl From<SessionRow> for Session {
 /// Which sessions a list or purge covers.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
-    pub client_id: Option<String>,
-    pub user_id: Option<String>,
+    pub client_id: Option<ClientId>,
+    pub user_id: Option<UserId>,
 }
 
 impl SessionFilter {
@@ -73,14 +73,19 @@ impl SessionFilter {
     }
 
     fn bind(&self, vars: Vars) -> Vars {
-        vars.set("client_id", self.client_id.clone()).set("user_id", self.user_id.clone())
+        vars.set("client_id", self.client_id.as_ref().map(|c| c.as_str().to_string()))
+            .set("user_id", self.user_id.as_ref().map(|u| u.as_str().to_string()))
     }
 }
 
 impl Store {
     /// `session.put`: creates or replaces a session for a registered client.
-    pub async fn session_put(&self, s: NewSession, call: &Call, now: DateTime<Utc>) -> Result<Session, StoreError> {
-        let keyed = call.keyed.as_ref();
+    pub async fn session_put(
+        &self,
+        s: NewSession,
+        keyed: Option<&Keyed>,
+        now: DateTime<Utc>,
+    ) -> Result<Session, StoreError> {
         const SQL: &str = "UPSERT ONLY $item.rid SET session_id = $item.id, client_id = $item.client_id, \
             redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
             code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
@@ -89,16 +94,16 @@ impl Store {
             client_incarnation = $item.client_incarnation RETURN AFTER";
         let vars = Vars::new()
             .set("rid", record("session", &s.id))
-            .set("id", s.id)
+            .set("id", s.id.clone())
             .set("client_id", s.client_id.clone())
             .set("redirect_uri", s.redirect_uri.clone())
-            .set("state", s.state)
-            .set("code_challenge", s.code_challenge)
-            .set("code_challenge_method", s.code_challenge_method)
-            .set("scope", s.scope)
-            .set("resource", s.resource)
-            .set("user_id", s.user_id)
-            .set("data", s.data)
+            .set("state", s.state.clone())
+            .set("code_challenge", s.code_challenge.clone())
+            .set("code_challenge_method", s.code_challenge_method.clone())
+            .set("scope", s.scope.clone())
+            .set("resource", s.resource.clone())
+            .set("user_id", s.user_id.clone())
+            .set("data", s.data.clone())
             .set("expires_at", s.expires_at)
             .set("now", now);
         let row: Option<SessionRow> = self
@@ -112,14 +117,9 @@ impl Store {
                     // session stamped with another incarnation of its client (a client
                     // re-registered under the same id). Read inside the attempt, so that a keyed
                     // retry answers from its record even if the client changed since.
-                    let client = self
-                        .client_row(&s.client_id)
-                        .await?
-                        .ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
-                    if !validate::redirect_uri_registered(&s.redirect_uri, &client.redirect_uris) {
-                        return Err(Error::invalid("redirect_uri", "not registered for this client").into());
-                    }
-                    let vars = vars.clone().set("client_incarnation", client.incarnation);
+                    let client = self.client_row(&s.client_id).await?;
+                    session::may_put(&s, client.as_ref().map(|c| c.registration()).as_ref())?;
+                    let vars = vars.clone().set("client_incarnation", client.and_then(|c| c.incarnation));
                     self.write_keyed(SQL, vars, keyed, "$r", Vars::new()).await
                 },
             )
@@ -132,19 +132,18 @@ impl Store {
         self.row("session", id).await
     }
 
-    /// `session.get`: the session if it exists, live or expired (the caller applies the TTL).
-    pub async fn session_get(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        Ok(self.session_row(id).await?.map(Session::from))
+    /// `session.get`: the session as `get` decides over the stored one.
+    pub async fn session_get(&self, get: &Get) -> Result<Session, StoreError> {
+        Ok(get.decide(self.session_row(&get.id).await?.map(Session::from))?)
     }
 
     /// `session.update`: changes the given fields of a live session.
     pub async fn session_update(
         &self,
         c: SessionChange,
-        call: &Call,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<Session, StoreError> {
-        let keyed = call.keyed.as_ref();
         let sql = format!(
             "BEGIN; \
              LET $r = (UPDATE ONLY $rid SET user_id = $user_id ?? user_id, scope = $scope ?? scope, \
@@ -175,8 +174,12 @@ impl Store {
     /// `session.delete`: removes a session; `true` (and a `deleted` event) if it was live. An
     /// expired one is removed with an `expired` event (see [`session_event`]) and reported as
     /// not deleted.
-    pub async fn session_delete(&self, id: &str, call: &Call, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let keyed = call.keyed.as_ref();
+    pub async fn session_delete(
+        &self,
+        id: &str,
+        keyed: Option<&Keyed>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let sql = format!(
             "BEGIN; \
              LET $s = (DELETE ONLY $rid RETURN BEFORE); \
@@ -218,10 +221,9 @@ impl Store {
     pub async fn session_purge(
         &self,
         filter: &SessionFilter,
-        call: &Call,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let keyed = call.keyed.as_ref();
         let mut conditions = filter.conditions();
         if conditions.is_empty() {
             conditions.push("expires_at <= $now");

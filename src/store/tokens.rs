@@ -1,6 +1,7 @@
 //! Refresh tokens and their families.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
@@ -8,19 +9,97 @@ use super::events::{
 };
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
-use crate::domain::Policy;
-use crate::domain::idempotency::{Call, Keyed};
-use crate::domain::token::{self, FamilyRecord, NewToken, RevokeScope, Rotation, TokenRecord};
+use crate::domain::idempotency::Keyed;
+use crate::domain::ids::{ClientId, GrantId, UserId};
+use crate::domain::token::{self, FamilyRecord, Get, NewToken, RevokeScope, Rotate, Rotation, Status, TokenRecord};
 use crate::error::{Error, InvalidClient, InvalidGrant};
-use crate::secret;
-use crate::types::{IssuedToken, TokenInfo, TokenIssue, TokenRotate};
+use crate::types::{IssuedToken, TokenInfo};
+
+/// A `token` row as stored.
+#[derive(Debug, Clone, Deserialize)]
+struct TokenRow {
+    hash: String,
+    token_id: String,
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    scope: Option<String>,
+    resource: Option<String>,
+    data: Option<String>,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    status: StatusRow,
+    status_at: Option<DateTime<Utc>>,
+    successor: Option<String>,
+    rev: i64,
+}
+
+/// A token's `status` as stored.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StatusRow {
+    Active,
+    Rotated,
+    Revoked,
+}
+
+impl From<TokenRow> for TokenRecord {
+    fn from(row: TokenRow) -> Self {
+        TokenRecord {
+            hash: row.hash,
+            token_id: row.token_id,
+            grant_id: row.grant_id,
+            client_id: row.client_id,
+            user_id: row.user_id,
+            scope: row.scope,
+            resource: row.resource,
+            data: row.data,
+            issued_at: row.issued_at,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
+            status: match row.status {
+                StatusRow::Active => Status::Active,
+                StatusRow::Rotated => Status::Rotated,
+                StatusRow::Revoked => Status::Revoked,
+            },
+            status_at: row.status_at,
+            successor: row.successor,
+            rev: row.rev,
+        }
+    }
+}
+
+/// A `family` row as stored.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct FamilyRow {
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    revoked_at: Option<DateTime<Utc>>,
+    active_token: Option<String>,
+    rev: i64,
+}
+
+impl From<FamilyRow> for FamilyRecord {
+    fn from(row: FamilyRow) -> Self {
+        FamilyRecord {
+            grant_id: row.grant_id,
+            client_id: row.client_id,
+            user_id: row.user_id,
+            revoked_at: row.revoked_at,
+            active_token: row.active_token,
+            rev: row.rev,
+        }
+    }
+}
 
 /// Which tokens `token.list` covers.
 #[derive(Debug, Clone, Default)]
 pub struct TokenFilter {
-    pub user_id: Option<String>,
-    pub client_id: Option<String>,
-    pub grant_id: Option<String>,
+    pub user_id: Option<UserId>,
+    pub client_id: Option<ClientId>,
+    pub grant_id: Option<GrantId>,
 }
 
 /// SurrealQL that creates the token described by the bound `$new_*` parameters.
@@ -56,24 +135,21 @@ fn issued(new: NewToken) -> IssuedToken {
 
 impl Store {
     async fn token_row(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.row("token", hash).await
+        Ok(self.row::<TokenRow>("token", hash).await?.map(TokenRecord::from))
     }
 
-    async fn family_row(&self, grant_id: &str) -> Result<Option<FamilyRecord>, StoreError> {
-        self.row("family", grant_id).await
+    pub(super) async fn family_row(&self, grant_id: &str) -> Result<Option<FamilyRecord>, StoreError> {
+        Ok(self.row::<FamilyRow>("family", grant_id).await?.map(FamilyRecord::from))
     }
 
     /// `token.issue`: mints a token into a new or existing family. A family has one active
     /// token, so joining one supersedes (revokes) its current token.
     pub async fn token_issue(
         &self,
-        p: TokenIssue,
-        call: &Call,
-        policy: &Policy,
+        new: NewToken,
+        keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, StoreError> {
-        let new = token::issue(p, policy, now, &call.mint)?;
-        let keyed = call.keyed.as_ref();
         let answer = issued(new.clone());
         // A retry gets the recorded answer and the token again: the caller's, or minted again
         // from the key (it is never stored).
@@ -120,28 +196,19 @@ impl Store {
         .await
     }
 
-    /// `token.get`: an active token's metadata, or why it is not active.
-    pub async fn token_get(&self, token: &str, now: DateTime<Utc>) -> Result<TokenInfo, StoreError> {
-        let row = self.token_row(&secret::digest(token)).await?;
-        Ok(token::info(token::active(row, now)?))
+    /// `token.get`: what `get` decides over the stored token.
+    pub async fn token_get(&self, get: &Get) -> Result<TokenInfo, StoreError> {
+        Ok(get.decide(self.token_row(&get.hash).await?)?)
     }
 
     /// `token.rotate`: exactly one concurrent rotation of a token succeeds; reuse of a rotated
     /// token either reissues (inside the grace window) or revokes the family.
-    pub async fn token_rotate(
-        &self,
-        p: &TokenRotate,
-        call: &Call,
-        policy: &Policy,
-        now: DateTime<Utc>,
-    ) -> Result<IssuedToken, StoreError> {
-        let hash = secret::digest(&p.token);
-        let keyed = call.keyed.as_ref();
+    pub async fn token_rotate(&self, rotate: &Rotate, keyed: Option<&Keyed>) -> Result<IssuedToken, StoreError> {
         // A retry gets the recorded answer and the new token minted again from the key.
-        let recalled = |answer: IssuedToken| Ok(IssuedToken { token: call.mint.secret(), ..answer });
+        let recalled = |answer: IssuedToken| Ok(IssuedToken { token: rotate.successor_secret().to_string(), ..answer });
         self.keyed(keyed, recalled, || async {
-            let (old, family) = self.token_and_family(&hash).await?;
-            let decision = token::rotation(old.as_ref(), family.as_ref(), p, policy, now);
+            let (old, family) = self.token_and_family(&rotate.hash).await?;
+            let decision = rotate.decide(old.as_ref(), family.as_ref());
             let (Some(old), Some(family)) = (old, family) else {
                 return match decision {
                     Rotation::Refuse(e) => Err(e.into()),
@@ -152,26 +219,14 @@ impl Store {
                 Rotation::Refuse(e) => return Err(e.into()),
                 Rotation::ReuseDetected => {
                     if family.revoked_at.is_none() {
-                        self.revoke_reused_family(&old, family.rev, token::decision_time(&old, now), keyed).await?;
+                        self.revoke_reused_family(&old, family.rev, rotate.reuse_time(&old), keyed).await?;
                     }
                     return Err(Error::InvalidGrant(InvalidGrant::ReuseDetected).into());
                 }
                 Rotation::Rotate { scope, expires_at, at } => (scope, expires_at, at, None),
                 Rotation::Reissue { scope, expires_at, revoke, at } => (scope, expires_at, at, Some(revoke)),
             };
-            let secret_value = call.mint.secret();
-            let new = NewToken {
-                hash: secret::digest(&secret_value),
-                token: secret_value,
-                token_id: secret::generate_id(),
-                grant_id: old.grant_id.clone(),
-                client_id: old.client_id.clone(),
-                user_id: old.user_id.clone(),
-                scope,
-                resource: old.resource.clone(),
-                data: old.data.clone(),
-                expires_at,
-            };
+            let new = rotate.successor(&old, scope, expires_at);
             let retire_old = match &replace {
                 // The presented token is active: it becomes rotated.
                 None => format!(
@@ -228,7 +283,9 @@ impl Store {
             (SELECT * FROM ONLY type::record('family', $t.grant_id ?? '-')); \
             COMMIT;";
         let mut results = self.query(SQL, Vars::new().set("rid", record("token", hash))).await?;
-        Ok((take_one(&mut results, 2)?, take_one(&mut results, 3)?))
+        let token: Option<TokenRow> = take_one(&mut results, 2)?;
+        let family: Option<FamilyRow> = take_one(&mut results, 3)?;
+        Ok((token.map(TokenRecord::from), family.map(FamilyRecord::from)))
     }
 
     /// RFC 9700 §4.14.2: a rotated token presented again revokes its whole family. Conditional
@@ -262,8 +319,12 @@ impl Store {
     }
 
     /// `token.revoke`: revokes the named families and all their active tokens.
-    pub async fn token_revoke(&self, scope: RevokeScope, call: &Call, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let keyed = call.keyed.as_ref();
+    pub async fn token_revoke(
+        &self,
+        scope: RevokeScope,
+        keyed: Option<&Keyed>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let revoked: Option<u64> = self
             .keyed(
                 keyed,
@@ -323,14 +384,14 @@ impl Store {
         }
         let sql = format!("SELECT * FROM token WHERE {} ORDER BY token_id LIMIT $limit", conditions.join(" AND "));
         let vars = Vars::new()
-            .set("grant_id", filter.grant_id.clone())
-            .set("client_id", filter.client_id.clone())
-            .set("user_id", filter.user_id.clone())
+            .set("grant_id", filter.grant_id.as_ref().map(|g| g.as_str().to_string()))
+            .set("client_id", filter.client_id.as_ref().map(|c| c.as_str().to_string()))
+            .set("user_id", filter.user_id.as_ref().map(|u| u.as_str().to_string()))
             .set("after_key", after)
             .set("limit", limit as i64 + 1)
             .set("now", now);
-        let rows: Vec<TokenRecord> = take_all(&mut self.query(&sql, vars).await?, 0)?;
-        Ok(rows.into_iter().map(token::info).collect())
+        let rows: Vec<TokenRow> = take_all(&mut self.query(&sql, vars).await?, 0)?;
+        Ok(rows.into_iter().map(|row| token::info(row.into())).collect())
     }
 }
 

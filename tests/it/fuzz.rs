@@ -130,7 +130,11 @@ proptest! {
         let policy = Policy::default();
         if let Some(p) = decode::<SessionPut>(&value) { refused_cleanly(session::put(p, &policy, now)); }
         if let Some(p) = decode::<SessionUpdate>(&value) { refused_cleanly(session::update(p, &policy, now)); }
-        if let Some(p) = decode::<CodeIssue>(&value) { refused_cleanly(code::issue(p, None, &policy, now, &Mint::Random)); }
+        if let Some(p) = decode::<CodeIssue>(&value) { refused_cleanly(code::issue(p, &policy, now, &Mint::Random).and_then(|issue| match issue.session_id() {
+            // The rest is decided over the stored session.
+            Some(_) => Ok(()),
+            None => issue.decide(None).map(drop),
+        })); }
         if let Some(p) = decode::<CodeConsume>(&value) { refused_cleanly(code::consume_params(&p)); }
         if let Some(p) = decode::<TokenIssue>(&value) { refused_cleanly(token::issue(p, &policy, now, &Mint::Random)); }
         if let Some(p) = decode::<TokenRotate>(&value) { refused_cleanly(token::rotate_params(&p)); }

@@ -6,11 +6,11 @@ use std::time::Duration;
 use authstore::background::{Background, Timings};
 use authstore::clock::{Clock, ManualClock};
 use authstore::domain::client::{self, Origin};
-use authstore::domain::idempotency::Call;
 use authstore::domain::{Policy, session};
+use authstore::error::{Error, NotFound};
 use authstore::hub::Hub;
 use authstore::metrics::Metrics;
-use authstore::store::{Location, Store, StoreConfig};
+use authstore::store::{Location, Store, StoreConfig, StoreError};
 use authstore::types::{ClientMetadata, SessionPut};
 use chrono::DateTime;
 
@@ -58,7 +58,7 @@ fn the_scheduler_expires_each_record_within_one_tick_of_its_deadline_and_not_bef
             ..Default::default()
         };
         let meta = client::metadata(meta, Origin::Registered).unwrap();
-        store.client_register("app".into(), meta, None, &Call::unkeyed(), clock.now()).await.unwrap();
+        store.client_register(client::registration("app".into(), meta, None), None, clock.now()).await.unwrap();
         for (id, ttl) in [("ten", 10), ("twenty", 20), ("thirty", 30)] {
             let put = SessionPut {
                 id: Some(id.into()),
@@ -68,7 +68,7 @@ fn the_scheduler_expires_each_record_within_one_tick_of_its_deadline_and_not_bef
                 ..Default::default()
             };
             let new = session::put(put, &Policy::default(), clock.now()).unwrap();
-            store.session_put(new, &Call::unkeyed(), clock.now()).await.unwrap();
+            store.session_put(new, None, clock.now()).await.unwrap();
         }
 
         // Just before the first deadline: several ticks pass, nothing expires.
@@ -82,7 +82,11 @@ fn the_scheduler_expires_each_record_within_one_tick_of_its_deadline_and_not_bef
             clock.advance(chrono::Duration::milliseconds(step));
             let event = tokio::time::timeout(TICK * 3, live.recv()).await.expect("expired within a tick").unwrap();
             assert_eq!((event.kind.as_str(), event.session_id.as_deref()), ("expired", Some(id)));
-            assert!(store.session_get(id).await.unwrap().is_none(), "{id} removed with its event");
+            let get = session::get(id.into(), clock.now()).unwrap();
+            assert!(
+                matches!(store.session_get(&get).await, Err(StoreError::Rejected(Error::NotFound(NotFound::Missing)))),
+                "{id} removed with its event"
+            );
         }
         assert_eq!(store.stats(clock.now()).await.unwrap().events_retained, 3);
         background.stop().await;
