@@ -7,7 +7,7 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 
 use super::api::SessionApiServer;
 use super::context::Context;
-use super::feed::{self, Stream};
+use super::subscription::{self, Stream};
 use super::params::Params;
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
@@ -88,7 +88,7 @@ impl SessionApiServer for SessionRpc {
         pending: PendingSubscriptionSink,
         params: Params<Subscribe>,
     ) -> SubscriptionResult {
-        feed::serve(self.cx.clone(), pending, params, Stream::Session).await
+        subscription::serve(self.cx.clone(), pending, params, Stream::Session).await
     }
 }
 
