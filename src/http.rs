@@ -154,7 +154,7 @@ impl Probes {
                 let mut response = text(StatusCode::OK, probes.metrics.render(&records));
                 response
                     .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
                 Ok(response)
             })),
             _ => None,
