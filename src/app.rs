@@ -93,7 +93,9 @@ impl Application {
             bind(config.listen, config.socket_send_buffer).with_context(|| format!("binding {}", config.listen))?;
         let server = Server::builder()
             .set_config(server_config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer(ApiKeyLayer { keys: config.api_keys.clone(), probes }))
+            .set_http_middleware(
+                tower::ServiceBuilder::new().layer(ApiKeyLayer { keys: config.api_keys.clone(), probes }),
+            )
             .set_rpc_middleware(
                 RpcServiceBuilder::new()
                     .layer_fn(move |inner| CallGuard::new(inner, max_in_flight, rpc_metrics.clone()))

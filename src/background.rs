@@ -58,10 +58,7 @@ impl Background {
         }
         let stop = tasks.stop_signal();
         tasks.spawn("expiry-scheduler", expiry(store.clone(), clock.clone(), metrics.clone(), timings, stop.clone()));
-        tasks.spawn(
-            "sequencer",
-            sequencer(store.clone(), clock.clone(), hub.clone(), metrics, timings, stop.clone()),
-        );
+        tasks.spawn("sequencer", sequencer(store.clone(), clock.clone(), hub.clone(), metrics, timings, stop.clone()));
         tasks.spawn("hub-reader", read_into_hub(store.clone(), hub, timings, stop.clone()));
         tasks.spawn("pruner", pruner(store, clock, timings, stop));
         Background { tasks }
@@ -80,13 +77,7 @@ impl Background {
 }
 
 /// Removes due records on time, emitting `expired` with each removal.
-async fn expiry(
-    store: Store,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-    timings: Timings,
-    mut stop: StopSignal,
-) {
+async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timings: Timings, mut stop: StopSignal) {
     let mut tick = tokio::time::interval(timings.expiry_tick);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {

@@ -172,7 +172,9 @@ impl Metrics {
     pub fn render(&self, records: &[(&str, u64)]) -> String {
         let counts = Family::<RecordLabels, Gauge>::default();
         for (kind, count) in records {
-            counts.get_or_create(&RecordLabels { kind: kind.to_string() }).set(i64::try_from(*count).unwrap_or(i64::MAX));
+            counts
+                .get_or_create(&RecordLabels { kind: kind.to_string() })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
         let mut scrape = Registry::default();
         scrape.register("authstore_records", "Live records by kind", counts);
@@ -199,7 +201,10 @@ mod tests {
         assert!(text.contains("authstore_rpc_calls_total{method=\"session.get\"} 1"));
         assert!(text.contains("authstore_rpc_calls_total{method=\"unknown\"} 1"));
         assert!(!text.contains("evil"));
-        assert!(text.contains("authstore_rpc_duration_seconds_bucket{le=\"0.001\",method=\"session.get\"} 1"), "{text}");
+        assert!(
+            text.contains("authstore_rpc_duration_seconds_bucket{le=\"0.001\",method=\"session.get\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("authstore_rpc_duration_seconds_bucket{le=\"+Inf\",method=\"session.get\"} 1"), "{text}");
         assert!(text.contains("authstore_rpc_errors_total{code=\"-32601\"} 1"));
         assert!(text.contains("authstore_records{kind=\"sessions\"} 2"));

@@ -7,8 +7,8 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 
 use super::api::SessionApiServer;
 use super::context::Context;
-use super::subscription::{self, Stream};
 use super::params::Params;
+use super::subscription::{self, Stream};
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
 use crate::types::{

@@ -99,7 +99,10 @@ impl Filter {
                     match name.parse::<EventKind>() {
                         Ok(kind) if stream.kinds().contains(&kind) => kinds.insert(kind),
                         _ => {
-                            return Err(Error::invalid("kinds", format!("{name:?} is not a {} event kind", stream.name())));
+                            return Err(Error::invalid(
+                                "kinds",
+                                format!("{name:?} is not a {} event kind", stream.name()),
+                            ));
                         }
                     };
                 }

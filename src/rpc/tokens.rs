@@ -7,8 +7,8 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 
 use super::api::TokenApiServer;
 use super::context::Context;
-use super::subscription::{self, Stream};
 use super::params::Params;
+use super::subscription::{self, Stream};
 use crate::domain::{cursor, token, validate};
 use crate::store::TokenFilter;
 use crate::types::{

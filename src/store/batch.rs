@@ -105,12 +105,7 @@ impl Queues {
                 }
             });
         }
-        Queues {
-            reads,
-            writes,
-            timeout: store.health.timeout,
-            workers: Arc::new(std::sync::Mutex::new(Some(workers))),
-        }
+        Queues { reads, writes, timeout: store.health.timeout, workers: Arc::new(std::sync::Mutex::new(Some(workers))) }
     }
 
     /// Stops the workers once they have run what is queued, waiting for them until `deadline`.

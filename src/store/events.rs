@@ -32,7 +32,8 @@ pub enum EventKind {
 
 impl EventKind {
     /// The kinds of the `session` stream.
-    pub const SESSION: &'static [EventKind] = &[EventKind::Expired, EventKind::Purged, EventKind::Deleted, EventKind::Completed];
+    pub const SESSION: &'static [EventKind] =
+        &[EventKind::Expired, EventKind::Purged, EventKind::Deleted, EventKind::Completed];
     /// The kinds of the `token` stream.
     pub const TOKEN: &'static [EventKind] =
         &[EventKind::Rotated, EventKind::Revoked, EventKind::ReuseDetected, EventKind::Expired];
@@ -87,7 +88,11 @@ impl FromStr for EventKind {
 pub(super) fn session_event(kind: EventKind, var: &str) -> String {
     let kind = match kind {
         EventKind::Deleted | EventKind::Purged => {
-            format!("(IF {var}.expires_at <= $now {{ {expired} }} ELSE {{ {kind} }})", expired = EventKind::Expired.sql(), kind = kind.sql())
+            format!(
+                "(IF {var}.expires_at <= $now {{ {expired} }} ELSE {{ {kind} }})",
+                expired = EventKind::Expired.sql(),
+                kind = kind.sql()
+            )
         }
         other => other.sql(),
     };

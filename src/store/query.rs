@@ -85,7 +85,11 @@ impl Store {
     }
 
     /// One record by table and key, live or not. Concurrent reads share one query.
-    pub(super) async fn row<T: DeserializeOwned>(&self, table: &'static str, key: &str) -> Result<Option<T>, StoreError> {
+    pub(super) async fn row<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let value = match &self.queues {
             Some(queues) => queues.read(table, key).await?,
             None => take_one(
@@ -99,7 +103,11 @@ impl Store {
     /// Runs one statement that names its parameters `$item.<name>` and returns what it
     /// returns. Concurrent writes share one transaction (group commit); a write that lost a
     /// race reports [`StoreError::Retry`] like any other query.
-    pub(super) async fn write<T: DeserializeOwned>(&self, sql: &'static str, vars: Vars) -> Result<Option<T>, StoreError> {
+    pub(super) async fn write<T: DeserializeOwned>(
+        &self,
+        sql: &'static str,
+        vars: Vars,
+    ) -> Result<Option<T>, StoreError> {
         let value: Option<serde_json::Value> = match &self.queues {
             Some(queues) => queues.write(sql, vars).await?,
             None => take_one(&mut self.query(sql, Vars::new().set("item", vars.0)).await?, 0)?,
@@ -136,7 +144,10 @@ pub(super) fn record(table: &str, key: &str) -> RecordId {
 }
 
 /// Deserializes statement `index` as an optional row.
-pub(super) fn take_one<T: DeserializeOwned>(results: &mut IndexedResults, index: usize) -> Result<Option<T>, StoreError> {
+pub(super) fn take_one<T: DeserializeOwned>(
+    results: &mut IndexedResults,
+    index: usize,
+) -> Result<Option<T>, StoreError> {
     let value: Option<serde_json::Value> = results.take(index)?;
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),

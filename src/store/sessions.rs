@@ -162,7 +162,8 @@ impl Store {
             .set("data", c.data)
             .set("expires_at", c.expires_at)
             .set("now", now);
-        let updated: Option<SessionRow> = self.keyed_transaction::<SessionRow>(keyed, &sql, &vars, Emits::Nothing).await?;
+        let updated: Option<SessionRow> =
+            self.keyed_transaction::<SessionRow>(keyed, &sql, &vars, Emits::Nothing).await?;
         match updated {
             Some(row) => Ok(row.into()),
             None => match self.session_row(&c.id).await? {
