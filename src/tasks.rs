@@ -49,11 +49,6 @@ impl Tasks {
         self.running.push((name, tokio::spawn(task.instrument(span))));
     }
 
-    /// The names of the running tasks, in the order they were spawned.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.running.iter().map(|(name, _)| name.as_str())
-    }
-
     /// Signals every task to stop and waits for each to finish what it is doing.
     pub async fn stop(self) {
         self.stop_by(Instant::now() + Duration::from_secs(24 * 3600)).await;
