@@ -12,7 +12,7 @@ use jsonrpsee::server::{PingConfig, Server, ServerConfig, ServerHandle};
 use crate::background::Background;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{Gateway, GatewayLayer, ProbeLayer};
+use crate::http::{ApiKeyLayer, ProbeLayer, Probes};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::rpc::{self, middleware::CallGuard, middleware::ObjectParams};
@@ -82,14 +82,9 @@ impl Application {
                 server_config.enable_ws_ping(PingConfig::new().ping_interval(interval).inactive_limit(inactive));
         }
         let server_config = server_config.build();
-        let gateway = Arc::new(Gateway {
-            keys: config.api_keys.clone(),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            clock: clock.clone(),
-        });
+        let probes = Arc::new(Probes { store: store.clone(), metrics: metrics.clone(), clock: clock.clone() });
         let probe = match config.probe_listen {
-            Some(at) => Some(serve_probes(at, gateway.clone())?),
+            Some(at) => Some(serve_probes(at, probes.clone())?),
             None => None,
         };
         let max_in_flight = config.max_in_flight_per_connection;
@@ -98,7 +93,9 @@ impl Application {
             bind(config.listen, config.socket_send_buffer).with_context(|| format!("binding {}", config.listen))?;
         let server = Server::builder()
             .set_config(server_config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer(GatewayLayer(gateway)))
+            .set_http_middleware(
+                tower::ServiceBuilder::new().layer(ApiKeyLayer { keys: config.api_keys.clone(), probes }),
+            )
             .set_rpc_middleware(
                 RpcServiceBuilder::new()
                     .layer_fn(move |inner| CallGuard::new(inner, max_in_flight, rpc_metrics.clone()))
@@ -124,8 +121,9 @@ impl Application {
 
     /// Serves until `shutdown` resolves. Then subscriptions are closed with reason `shutdown`
     /// (and the cursor to resume from), the listener stops accepting, in-flight calls finish,
-    /// the background loops stop, and the store is released. All of it within the shutdown
-    /// timeout, whatever the database does: what is still running at the deadline is dropped.
+    /// the background loops and then the store's group-commit workers stop, and the store is
+    /// released. All of it within the shutdown timeout, whatever the database does: what is
+    /// still running at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),
@@ -145,6 +143,7 @@ impl Application {
             tracing::warn!(timeout = ?self.shutdown_timeout, "connections still open at the shutdown deadline; closing anyway");
         }
         self.background.stop_by(deadline).await;
+        self.store.stop_workers_by(deadline).await;
         drop(self.store);
         tracing::info!("stopped");
         Ok(())
@@ -152,10 +151,10 @@ impl Application {
 }
 
 /// Starts the probe listener on `at`: the probe routes without a key, nothing else.
-fn serve_probes(at: SocketAddr, gateway: Arc<Gateway>) -> anyhow::Result<(SocketAddr, ServerHandle)> {
+fn serve_probes(at: SocketAddr, probes: Arc<Probes>) -> anyhow::Result<(SocketAddr, ServerHandle)> {
     let listener = bind(at, None).with_context(|| format!("binding the probe listener {at}"))?;
     let server = Server::builder()
-        .set_http_middleware(tower::ServiceBuilder::new().layer(ProbeLayer(gateway)))
+        .set_http_middleware(tower::ServiceBuilder::new().layer(ProbeLayer(probes)))
         .build_from_tcp(listener)
         .with_context(|| format!("serving probes on {at}"))?;
     let addr = server.local_addr().context("reading the probe listener's address")?;

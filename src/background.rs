@@ -1,18 +1,18 @@
 //! Background work: the expiry scheduler, the event sequencer, the hub's reader and the
 //! event pruner. Started with the application, stopped with it; each loop survives errors
-//! (logging them) and exits when told to.
+//! (logging them) and exits when told to. The loops are named tasks owned by one
+//! [`Tasks`](crate::tasks::Tasks), like the store's group-commit workers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::tasks::{StopSignal, Tasks};
 
 /// How many records or events one pass handles; passes repeat while batches come back full.
 const BATCH: usize = 500;
@@ -43,74 +43,46 @@ impl Default for Timings {
 }
 
 /// The running loops.
+#[derive(Debug)]
 pub struct Background {
-    stop: watch::Sender<bool>,
-    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    tasks: Tasks,
 }
 
 impl Background {
     pub async fn start(store: Store, clock: Arc<dyn Clock>, hub: Hub, metrics: Arc<Metrics>, timings: Timings) -> Self {
-        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Tasks::new();
         // The hub starts at the current head: subscribers without `since` see what comes next.
         match store.log_bounds().await {
             Ok(bounds) => hub.publish_position(bounds.head),
             Err(e) => tracing::warn!(error = %e, "cannot read the event log head; starting from 0"),
         }
-        let tasks = vec![
-            ("expiry", tokio::spawn(expiry(store.clone(), clock.clone(), metrics.clone(), timings, stopped.clone()))),
-            (
-                "sequencer",
-                tokio::spawn(sequencer(store.clone(), clock.clone(), hub.clone(), metrics, timings, stopped.clone())),
-            ),
-            ("hub", tokio::spawn(feed(store.clone(), hub, timings, stopped.clone()))),
-            ("pruner", tokio::spawn(pruner(store, clock, timings, stopped))),
-        ];
-        Background { stop, tasks }
+        let stop = tasks.stop_signal();
+        tasks.spawn("expiry-scheduler", expiry(store.clone(), clock.clone(), metrics.clone(), timings, stop.clone()));
+        tasks.spawn("sequencer", sequencer(store.clone(), clock.clone(), hub.clone(), metrics, timings, stop.clone()));
+        tasks.spawn("hub-reader", read_into_hub(store.clone(), hub, timings, stop.clone()));
+        tasks.spawn("pruner", pruner(store, clock, timings, stop));
+        Background { tasks }
     }
 
     /// Stops every loop and waits for each to finish its current pass.
     pub async fn stop(self) {
-        self.stop_by(tokio::time::Instant::now() + Duration::from_secs(24 * 3600)).await;
+        self.tasks.stop().await;
     }
 
     /// Stops every loop and waits, until `deadline`, for each to finish its current pass;
     /// a loop still running then is aborted.
     pub async fn stop_by(self, deadline: tokio::time::Instant) {
-        let _ = self.stop.send(true);
-        for (name, mut task) in self.tasks {
-            match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(task = name, error = %e, "background task failed"),
-                Err(_) => {
-                    tracing::warn!(task = name, "background task still busy at the shutdown deadline; aborted");
-                    task.abort();
-                }
-            }
-        }
-    }
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
+        self.tasks.stop_by(deadline).await;
     }
 }
 
 /// Removes due records on time, emitting `expired` with each removal.
-async fn expiry(
-    store: Store,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-    timings: Timings,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timings: Timings, mut stop: StopSignal) {
     let mut tick = tokio::time::interval(timings.expiry_tick);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => return,
+            () = stop.stopped() => return,
             _ = tick.tick() => {}
         }
         loop {
@@ -140,12 +112,12 @@ async fn sequencer(
     hub: Hub,
     metrics: Arc<Metrics>,
     timings: Timings,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) {
     let written = store.outbox_written();
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => return,
+            () = stop.stopped() => return,
             () = written.notified() => {}
             () = tokio::time::sleep(timings.poll) => {}
         }
@@ -168,12 +140,12 @@ async fn sequencer(
     }
 }
 
-/// Follows the event log and broadcasts it to this instance's subscribers.
-async fn feed(store: Store, hub: Hub, timings: Timings, mut stop: watch::Receiver<bool>) {
+/// The hub's reader: follows the event log and broadcasts it to this instance's subscribers.
+async fn read_into_hub(store: Store, hub: Hub, timings: Timings, mut stop: StopSignal) {
     let wake = hub.wake();
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => return,
+            () = stop.stopped() => return,
             () = wake.notified() => {}
             () = tokio::time::sleep(timings.poll) => {}
         }
@@ -199,13 +171,13 @@ async fn feed(store: Store, hub: Hub, timings: Timings, mut stop: watch::Receive
 
 /// Drops the oldest events, up to the first one still inside the retention period (a prefix of
 /// the log, by cursor: see `Store::prune_events`).
-async fn pruner(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop: watch::Receiver<bool>) {
+async fn pruner(store: Store, clock: Arc<dyn Clock>, timings: Timings, mut stop: StopSignal) {
     let mut tick = tokio::time::interval(timings.prune_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let retention = chrono::Duration::from_std(timings.retention).unwrap_or(chrono::Duration::days(1));
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => return,
+            () = stop.stopped() => return,
             _ = tick.tick() => {}
         }
         loop {

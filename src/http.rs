@@ -1,9 +1,10 @@
-//! The HTTP layer in front of JSON-RPC: `GET /health`, `GET /ready`, `GET /metrics`, and API
-//! key authentication.
+//! The HTTP layer in front of JSON-RPC, in two pieces: API-key authentication
+//! ([`ApiKeyLayer`]) and the probes ([`Probes`]: `GET /health`, `GET /ready`, `GET /metrics`).
 //!
-//! It runs once per HTTP request and once per WebSocket upgrade, before jsonrpsee sees
-//! anything, so an unauthenticated client gets `401` and no upgrade: no call, batch or
-//! subscription can get past it.
+//! Authentication runs once per HTTP request and once per WebSocket upgrade, before jsonrpsee
+//! sees anything, so an unauthenticated client gets `401` and no upgrade: no call, batch or
+//! subscription can get past it. On the main listener only `/health` is answered without a
+//! key; the other probes come after the key check.
 //!
 //! The probe listener (`--probe-listen`) puts [`ProbeLayer`] in front of a server with no
 //! methods: it answers the three probe routes without a key, and `404` to everything else, so
@@ -52,35 +53,39 @@ impl ApiKeys {
     }
 }
 
-/// What the HTTP layer needs.
-pub struct Gateway {
-    pub keys: ApiKeys,
+/// What the probe routes read: the store (readiness, record counts), the metrics and the clock.
+pub struct Probes {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
 }
 
-/// The tower layer handed to jsonrpsee.
+/// The main listener's tower layer, handed to jsonrpsee: requires one of `keys` on everything
+/// but `GET /health`, then answers the probe routes and passes the rest to JSON-RPC.
 #[derive(Clone)]
-pub struct GatewayLayer(pub Arc<Gateway>);
+pub struct ApiKeyLayer {
+    pub keys: ApiKeys,
+    pub probes: Arc<Probes>,
+}
 
-impl<S> tower::Layer<S> for GatewayLayer {
-    type Service = GatewayService<S>;
+impl<S> tower::Layer<S> for ApiKeyLayer {
+    type Service = ApiKeyService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GatewayService { gateway: self.0.clone(), inner }
+        ApiKeyService { keys: self.keys.clone(), probes: self.probes.clone(), inner }
     }
 }
 
 #[derive(Clone)]
-pub struct GatewayService<S> {
-    gateway: Arc<Gateway>,
+pub struct ApiKeyService<S> {
+    keys: ApiKeys,
+    probes: Arc<Probes>,
     inner: S,
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
 
-impl<S> tower::Service<HttpRequest> for GatewayService<S>
+impl<S> tower::Service<HttpRequest> for ApiKeyService<S>
 where
     S: tower::Service<HttpRequest, Response = HttpResponse, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -98,14 +103,14 @@ where
         if is_get && request.uri().path() == "/health" {
             return Box::pin(async { Ok(text(StatusCode::OK, "ok\n")) });
         }
-        if !self.gateway.keys.is_empty() && !self.gateway.keys.accepts(bearer(&request).unwrap_or_default()) {
+        if !self.keys.is_empty() && !self.keys.accepts(bearer(&request).unwrap_or_default()) {
             return Box::pin(async {
                 let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 Ok(response)
             });
         }
-        if is_get && let Some(answer) = probe(&self.gateway, request.uri().path()) {
+        if is_get && let Some(answer) = self.probes.answer(request.uri().path()) {
             return answer;
         }
         let mut request = request;
@@ -121,54 +126,57 @@ fn is_plain_get(request: &HttpRequest) -> bool {
     request.method() == Method::GET && !jsonrpsee::server::ws::is_upgrade_request(request)
 }
 
-/// The answer to a probe route (`/health`, `/ready`, `/metrics`), or `None` for any other path.
-fn probe(gateway: &Arc<Gateway>, path: &str) -> Option<BoxFuture> {
-    let gateway = gateway.clone();
-    match path {
-        "/health" => Some(Box::pin(async { Ok(text(StatusCode::OK, "ok\n")) })),
-        "/ready" => Some(Box::pin(async move {
-            Ok(if gateway.store.ready().await {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
-            })
-        })),
-        "/metrics" => Some(Box::pin(async move {
-            let records = match gateway.store.stats(gateway.clock.now()).await {
-                Ok(s) => {
-                    vec![("clients", s.clients), ("sessions", s.sessions), ("codes", s.codes), ("tokens", s.tokens)]
-                }
-                Err(e) if e.is_outage() => Vec::new(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "record counts unavailable for /metrics");
-                    Vec::new()
-                }
-            };
-            let mut response = text(StatusCode::OK, gateway.metrics.render(&records));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-            Ok(response)
-        })),
-        _ => None,
+impl Probes {
+    /// The answer to a probe route (`/health`, `/ready`, `/metrics`), or `None` for any other
+    /// path.
+    fn answer(self: &Arc<Self>, path: &str) -> Option<BoxFuture> {
+        let probes = self.clone();
+        match path {
+            "/health" => Some(Box::pin(async { Ok(text(StatusCode::OK, "ok\n")) })),
+            "/ready" => Some(Box::pin(async move {
+                Ok(if probes.store.ready().await {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
+                })
+            })),
+            "/metrics" => Some(Box::pin(async move {
+                let records = match probes.store.stats(probes.clock.now()).await {
+                    Ok(s) => {
+                        vec![("clients", s.clients), ("sessions", s.sessions), ("codes", s.codes), ("tokens", s.tokens)]
+                    }
+                    Err(e) if e.is_outage() => Vec::new(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "record counts unavailable for /metrics");
+                        Vec::new()
+                    }
+                };
+                let mut response = text(StatusCode::OK, probes.metrics.render(&records));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+                Ok(response)
+            })),
+            _ => None,
+        }
     }
 }
 
 /// The tower layer of the probe listener: the probe routes without a key, `404` for the rest.
 #[derive(Clone)]
-pub struct ProbeLayer(pub Arc<Gateway>);
+pub struct ProbeLayer(pub Arc<Probes>);
 
 impl<S> tower::Layer<S> for ProbeLayer {
     type Service = ProbeService;
 
     fn layer(&self, _inner: S) -> Self::Service {
-        ProbeService { gateway: self.0.clone() }
+        ProbeService { probes: self.0.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct ProbeService {
-    gateway: Arc<Gateway>,
+    probes: Arc<Probes>,
 }
 
 impl tower::Service<HttpRequest> for ProbeService {
@@ -181,7 +189,7 @@ impl tower::Service<HttpRequest> for ProbeService {
     }
 
     fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let answer = is_plain_get(&request).then(|| probe(&self.gateway, request.uri().path())).flatten();
+        let answer = is_plain_get(&request).then(|| self.probes.answer(request.uri().path())).flatten();
         answer.unwrap_or_else(|| Box::pin(async { Ok(text(StatusCode::NOT_FOUND, "not found\n")) }))
     }
 }

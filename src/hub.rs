@@ -1,4 +1,4 @@
-//! The live event feed of one instance.
+//! The hub: this instance's live broadcast of the event log.
 //!
 //! One reader follows the database's event log in cursor order and broadcasts each event to
 //! this instance's subscribers. It reads events sequenced by any instance, so a subscriber here
@@ -13,7 +13,7 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use crate::store::EventRecord;
 
-/// Shared by the reader task and every subscription.
+/// Shared by the hub's reader (`background.rs`) and every subscription.
 #[derive(Clone)]
 pub struct Hub {
     sender: broadcast::Sender<Arc<EventRecord>>,
@@ -57,7 +57,7 @@ impl Hub {
         self.position.load(Ordering::Acquire)
     }
 
-    /// Sets where the feed starts, before anything is published.
+    /// Sets where the broadcast starts, before anything is published.
     pub(crate) fn publish_position(&self, head: i64) {
         self.position.store(head, Ordering::Release);
     }

@@ -13,8 +13,10 @@
 //! - `store`: SurrealDB; the only place that writes SurrealQL. One transaction per change,
 //!   events in the same transaction.
 //! - `rpc`: the `#[rpc]` traits, their handlers and the single error mapping.
-//! - `background`: the expiry scheduler, the event sequencer, the hub's reader, the pruner.
-//! - `hub`: this instance's live event feed, which subscriptions follow.
+//! - `background`: the expiry scheduler, the event sequencer, the hub's reader, the pruner;
+//!   `tasks`: the named, owned tasks they (and the store's group-commit workers) run as.
+//! - `hub`: this instance's live broadcast of the event log, which subscriptions follow
+//!   (`rpc::subscription` serves one; `store`'s `event_log` is the log itself).
 //! - `http`: `/health`, `/ready`, `/metrics` and API-key authentication, before JSON-RPC;
 //!   `metrics`: the Prometheus registry.
 //! - `app`: assembles store and server; `config`: flags and env; `telemetry`: logging.
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod rpc;
 pub mod secret;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod types;
 

@@ -5,7 +5,10 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-use super::error::{CONFLICT, CURSOR_EXPIRED, INVALID_CLIENT, INVALID_GRANT, INVALID_PARAMS, NOT_FOUND, UNAVAILABLE};
+use super::error::{
+    CONFLICT, CURSOR_EXPIRED, INVALID_CLIENT, INVALID_GRANT, INVALID_PARAMS, NOT_FOUND, TOO_MANY_SUBSCRIPTIONS,
+    UNAVAILABLE,
+};
 use crate::types::*;
 
 /// One method's description.
@@ -38,7 +41,7 @@ fn methods() -> Vec<Method> {
         summary,
         params: Some(schema::<Subscribe>()),
         result: schema::<u64>(),
-        errors: &[INVALID_PARAMS, CURSOR_EXPIRED, UNAVAILABLE, -32006],
+        errors: &[INVALID_PARAMS, CURSOR_EXPIRED, UNAVAILABLE, TOO_MANY_SUBSCRIPTIONS],
         notification: Some((notification, item)),
     };
     let unsubscribe = |name, summary| Method {
@@ -130,7 +133,7 @@ fn error_message(code: i32) -> &'static str {
         INVALID_CLIENT => "invalid_client",
         UNAVAILABLE => "unavailable",
         CURSOR_EXPIRED => "cursor_expired",
-        -32006 => "too many subscriptions",
+        TOO_MANY_SUBSCRIPTIONS => "too many subscriptions",
         _ => "error",
     }
 }

@@ -1,19 +1,42 @@
-//! The one place where errors become JSON-RPC error objects.
+//! The one place where errors become JSON-RPC error objects, and the table of every error
+//! code authstore puts on the wire (`docs/api.md` documents the same table).
 
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::json;
 
 use crate::error::Error;
 
-/// JSON-RPC's code for invalid params.
-pub const INVALID_PARAMS: i32 = -32602;
-/// JSON-RPC's code for a request that cannot be served as sent.
+// JSON-RPC 2.0's own codes.
+
+/// The request is not valid JSON (answered by jsonrpsee).
+pub const PARSE_ERROR: i32 = -32700;
+/// A request that cannot be served as sent.
 pub const INVALID_REQUEST: i32 = -32600;
+/// No such method (answered by jsonrpsee).
+pub const METHOD_NOT_FOUND: i32 = -32601;
+/// Invalid params, with `data.field` naming the offending one.
+pub const INVALID_PARAMS: i32 = -32602;
+
+// jsonrpsee's server codes: answered by jsonrpsee itself, except `BUSY`, which the per-connection
+// in-flight cap (`middleware.rs`) answers with jsonrpsee's code.
+
+/// Batches are disabled.
+pub const BATCHES_DISABLED: i32 = -32005;
+/// The connection holds as many subscriptions as it may.
+pub const TOO_MANY_SUBSCRIPTIONS: i32 = -32006;
+/// The request is larger than `--max-message-bytes`.
+pub const REQUEST_TOO_LARGE: i32 = -32007;
+/// Too many calls in flight on this connection.
+pub const BUSY: i32 = -32009;
+
+// authstore's codes, one per kind of refusal in `crate::error::Error`.
+
 pub const NOT_FOUND: i32 = 1001;
 pub const CONFLICT: i32 = 1002;
 pub const INVALID_GRANT: i32 = 1003;
 pub const INVALID_CLIENT: i32 = 1004;
 pub const UNAVAILABLE: i32 = 1005;
+/// Also the code in the notification that closes a subscription whose next events were pruned.
 pub const CURSOR_EXPIRED: i32 = 1006;
 
 impl From<Error> for ErrorObjectOwned {

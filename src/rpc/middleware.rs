@@ -22,12 +22,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::error::BUSY;
 use super::params::clip;
 use crate::error::Error;
 use crate::metrics::Metrics;
-
-/// jsonrpsee's code for "server is busy".
-const BUSY: i32 = -32009;
 
 /// Caps the calls in flight on one connection (jsonrpsee has no such limit), counts and times
 /// every call, and gives each its own tracing span. One is built per connection, so its

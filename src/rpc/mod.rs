@@ -9,11 +9,11 @@ mod codes;
 mod context;
 pub mod discover;
 pub mod error;
-mod feed;
 pub mod middleware;
 pub mod params;
 mod server;
 mod sessions;
+mod subscription;
 mod tokens;
 
 use std::sync::Arc;

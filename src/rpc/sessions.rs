@@ -7,8 +7,8 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 
 use super::api::SessionApiServer;
 use super::context::Context;
-use super::feed::{self, Stream};
 use super::params::Params;
+use super::subscription::{self, Stream};
 use crate::domain::ids::{ClientId, UserId};
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
@@ -93,7 +93,7 @@ impl SessionApiServer for SessionRpc {
         pending: PendingSubscriptionSink,
         params: Params<Subscribe>,
     ) -> SubscriptionResult {
-        feed::serve(self.cx.clone(), pending, params, Stream::Session).await
+        subscription::serve(self.cx.clone(), pending, params, Stream::Session).await
     }
 }
 

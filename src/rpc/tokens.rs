@@ -7,8 +7,8 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 
 use super::api::TokenApiServer;
 use super::context::Context;
-use super::feed::{self, Stream};
 use super::params::Params;
+use super::subscription::{self, Stream};
 use crate::domain::ids::{ClientId, GrantId, UserId};
 use crate::domain::{cursor, token, validate};
 use crate::store::TokenFilter;
@@ -80,6 +80,6 @@ impl TokenApiServer for TokenRpc {
         pending: PendingSubscriptionSink,
         params: Params<Subscribe>,
     ) -> SubscriptionResult {
-        feed::serve(self.cx.clone(), pending, params, Stream::Token).await
+        subscription::serve(self.cx.clone(), pending, params, Stream::Token).await
     }
 }

@@ -22,8 +22,10 @@
 //!
 //! Batching never answers from memory: every job's statement runs against the database
 //! after the job was queued, so a caller sees every write acknowledged before its call began.
-//! The workers own the jobs, so a caller that goes away does not cancel a write half-way; a
-//! worker stops when the last [`super::Store`] handle holding its queue is dropped.
+//! The workers own the jobs, so a caller that goes away does not cancel a write half-way.
+//! They are named tasks (`batch-reads-N`, `batch-writes-N`) owned by the queues' [`Tasks`]:
+//! [`Store::stop_workers_by`] stops them at shutdown, after running what is still queued, and
+//! they stop by themselves when the last [`Store`] handle holding the queues is dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{Store, StoreError, Vars, record, take_one, take_returned};
+use crate::tasks::{StopSignal, Tasks};
 
 /// Most jobs in one query. Bounds a transaction's size and a batch's latency.
 const MAX_BATCH: usize = 64;
@@ -66,13 +69,16 @@ pub(super) struct Write {
     reply: Reply,
 }
 
-/// The queues' sending ends, held by every `Store` handle that callers use.
+/// The queues' sending ends, held by every `Store` handle that callers use, and the workers
+/// that serve them.
 #[derive(Clone)]
 pub(super) struct Queues {
     reads: mpsc::Sender<Read>,
     writes: mpsc::Sender<Write>,
     /// How long a caller waits for its answer.
     timeout: Duration,
+    /// The workers; taken out when they are stopped.
+    workers: Arc<std::sync::Mutex<Option<Tasks>>>,
 }
 
 impl Queues {
@@ -82,23 +88,33 @@ impl Queues {
         let (reads, read_rx) = mpsc::channel(QUEUE);
         let (writes, write_rx) = mpsc::channel(QUEUE);
         let (read_rx, write_rx) = (Arc::new(Mutex::new(read_rx)), Arc::new(Mutex::new(write_rx)));
-        for _ in 0..READ_WORKERS {
-            let (store, read_rx) = (store.clone(), read_rx.clone());
-            tokio::spawn(async move {
-                while let Some(jobs) = next_batch(&read_rx).await {
+        let mut workers = Tasks::new();
+        for n in 0..READ_WORKERS {
+            let (store, read_rx, mut stop) = (store.clone(), read_rx.clone(), workers.stop_signal());
+            workers.spawn(format!("batch-reads-{n}"), async move {
+                while let Some(jobs) = next_jobs(&read_rx, &mut stop).await {
                     store.run_reads(jobs).await;
                 }
             });
         }
-        for _ in 0..WRITE_WORKERS {
-            let (store, write_rx) = (store.clone(), write_rx.clone());
-            tokio::spawn(async move {
-                while let Some(jobs) = next_batch(&write_rx).await {
+        for n in 0..WRITE_WORKERS {
+            let (store, write_rx, mut stop) = (store.clone(), write_rx.clone(), workers.stop_signal());
+            workers.spawn(format!("batch-writes-{n}"), async move {
+                while let Some(jobs) = next_jobs(&write_rx, &mut stop).await {
                     store.run_writes(jobs).await;
                 }
             });
         }
-        Queues { reads, writes, timeout: store.health.timeout }
+        Queues { reads, writes, timeout: store.health.timeout, workers: Arc::new(std::sync::Mutex::new(Some(workers))) }
+    }
+
+    /// Stops the workers once they have run what is queued, waiting for them until `deadline`.
+    /// Later calls through any handle fail as the store's workers having stopped.
+    pub async fn stop_by(&self, deadline: Instant) {
+        let workers = self.workers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(workers) = workers {
+            workers.stop_by(deadline).await;
+        }
     }
 
     /// Waits at most the store's timeout; a read that has not started by then never will.
@@ -135,6 +151,27 @@ enum Outcome {
 
 fn stopped() -> StoreError {
     StoreError::Database("the store's workers have stopped".into())
+}
+
+/// The next batch to run, or `None` once the worker should stop: when its queue is closed
+/// (every handle is gone), or after it was told to stop and nothing is left queued.
+async fn next_jobs<J>(queue: &Mutex<mpsc::Receiver<J>>, stop: &mut StopSignal) -> Option<Vec<J>> {
+    tokio::select! {
+        jobs = next_batch(queue) => jobs,
+        () = stop.stopped() => {
+            // Refuse new jobs, but run those already accepted.
+            let mut queue = queue.lock().await;
+            queue.close();
+            let mut jobs = Vec::new();
+            while jobs.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            (!jobs.is_empty()).then_some(jobs)
+        }
+    }
 }
 
 /// Waits for one job, then takes whatever else is already queued.

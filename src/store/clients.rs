@@ -3,9 +3,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
-use super::events::{BY_CLIENT, revoke_families, session_event};
+use super::events::{BY_CLIENT, EventKind, revoke_families, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
-use super::{Store, StoreError, Vars, record, take_all, take_returned};
+use super::{Emits, Store, StoreError, Vars, record, take_all, take_returned};
 use crate::domain::client::{Authenticate, CachedDocument, NewClient, Origin, Registration, Update};
 use crate::domain::idempotency::Keyed;
 use crate::error::{Error, NotFound};
@@ -97,7 +97,7 @@ impl Store {
             .set("now", now);
         // A retry gets the recorded client and the same secret: the caller's, or minted again
         // from the key.
-        let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars).await?;
+        let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars, Emits::Nothing).await?;
         let row = row.ok_or_else(|| StoreError::Decode("CREATE returned nothing".into()))?;
         Ok(with_secret(row.into_client(now)?, new.secret))
     }
@@ -132,7 +132,7 @@ impl Store {
             .set("redirect_uris", meta.metadata.redirect_uris)
             .set("max_age_secs", i64::try_from(max_age_secs).unwrap_or(i64::MAX))
             .set("now", now);
-        let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars).await?;
+        let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars, Emits::Nothing).await?;
         row.ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))?.into_client(now)
     }
 
@@ -233,7 +233,7 @@ impl Store {
              {record} \
              RETURN $c != NONE; \
              COMMIT;",
-            purged = session_event("purged", "$s"),
+            purged = session_event(EventKind::Purged, "$s"),
             revoke = revoke_families(&BY_CLIENT),
             record = record_answer(keyed, "$c != NONE"),
         );
@@ -242,7 +242,7 @@ impl Store {
             .set("client_id", client_id.to_string())
             .set("reason", "client_deleted")
             .set("now", now);
-        let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars).await?;
+        let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars, Emits::Events).await?;
         Ok(deleted.unwrap_or(false))
     }
 }

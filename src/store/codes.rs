@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
-use super::events::{BY_GRANT, revoke_tokens};
+use super::events::{BY_GRANT, EventKind, revoke_tokens};
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
-use super::{Store, StoreError, Vars, record};
+use super::{Emits, Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume, Consumption, Issue};
 use crate::domain::idempotency::Keyed;
 use crate::error::{Error, InvalidGrant, NotFound};
@@ -77,13 +77,17 @@ impl Store {
                 pending.as_ref().map(|(_, incarnation, s)| (s, incarnation.as_deref())),
             )?;
             let Some(client) = client else { return Err(StoreError::Retry) };
-            let complete_session = if pending.is_some() {
-                "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \
-                 IF $s = NONE { THROW 'authstore:retry' }; \
-                 CREATE outbox CONTENT { stream: 'session', kind: 'completed', at: $now, ts: time::now(), session_id: $s.session_id, \
-                    client_id: $s.client_id, user_id: $user_id, expires_at: $s.expires_at };"
+            let (complete_session, emits) = if pending.is_some() {
+                let sql = format!(
+                    "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \
+                     IF $s = NONE {{ THROW 'authstore:retry' }}; \
+                     CREATE outbox CONTENT {{ stream: 'session', kind: {completed}, at: $now, ts: time::now(), session_id: $s.session_id, \
+                        client_id: $s.client_id, user_id: $user_id, expires_at: $s.expires_at }};",
+                    completed = EventKind::Completed.sql(),
+                );
+                (sql, Emits::Events)
             } else {
-                ""
+                (String::new(), Emits::Nothing)
             };
             let sql = format!(
                 "BEGIN; {CLIENT_STILL_REGISTERED} {complete_session} \
@@ -130,7 +134,7 @@ impl Store {
                 .set("session_id", new.session_id)
                 .set("expires_at", new.expires_at)
                 .set("now", now);
-            self.query(&sql, vars).await?;
+            self.run(&sql, vars, emits).await?;
             Ok(issued)
         })
         .await
@@ -218,7 +222,7 @@ impl Store {
             .set("family_expires_at", family_expires_at)
             .set("reason", "code_replay")
             .set("now", now);
-        self.query(&sql, vars).await?;
+        self.query_emitting(&sql, vars).await?;
         Ok(())
     }
 }

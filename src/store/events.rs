@@ -1,7 +1,83 @@
-//! SurrealQL fragments that write lifecycle events, and the revocation that emits most of
-//! them. They are spliced into the transaction of the change they report and write to the
-//! `outbox`, from which the sequencer (`feed.rs`) assigns cursors. They reference only bound
+//! Lifecycle events: their kinds, the SurrealQL fragments that write them, and the revocation
+//! that emits most of them. The fragments are spliced into the transaction of the change they
+//! report and write to the `outbox`, from which the sequencer (`event_log.rs`) assigns cursors;
+//! a query that splices one says so (`Store::query_emitting`). They reference only bound
 //! parameters (`$now`, `$reason`, ...), never caller text.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to a session or a token. Spelled in snake case in the database and on the
+/// wire (`expired`, `reuse_detected`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A session or a token reached its deadline.
+    Expired,
+    /// A live session removed by `session.purge` or `client.delete`.
+    Purged,
+    /// A live session removed by `session.delete`.
+    Deleted,
+    /// A session turned into a code by `code.issue`.
+    Completed,
+    /// A token replaced by its successor.
+    Rotated,
+    /// A token revoked (on request, superseded, or with its family).
+    Revoked,
+    /// A rotated token presented again: its family is revoked.
+    ReuseDetected,
+}
+
+impl EventKind {
+    /// The kinds of the `session` stream.
+    pub const SESSION: &'static [EventKind] =
+        &[EventKind::Expired, EventKind::Purged, EventKind::Deleted, EventKind::Completed];
+    /// The kinds of the `token` stream.
+    pub const TOKEN: &'static [EventKind] =
+        &[EventKind::Rotated, EventKind::Revoked, EventKind::ReuseDetected, EventKind::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Expired => "expired",
+            EventKind::Purged => "purged",
+            EventKind::Deleted => "deleted",
+            EventKind::Completed => "completed",
+            EventKind::Rotated => "rotated",
+            EventKind::Revoked => "revoked",
+            EventKind::ReuseDetected => "reuse_detected",
+        }
+    }
+
+    /// The kind as a SurrealQL string literal.
+    pub(super) fn sql(self) -> String {
+        format!("'{}'", self.as_str())
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "expired" => EventKind::Expired,
+            "purged" => EventKind::Purged,
+            "deleted" => EventKind::Deleted,
+            "completed" => EventKind::Completed,
+            "rotated" => EventKind::Rotated,
+            "revoked" => EventKind::Revoked,
+            "reuse_detected" => EventKind::ReuseDetected,
+            _ => return Err(()),
+        })
+    }
+}
 
 /// Emits a session event of kind `kind` for the session row bound to `var` (e.g. `$s`).
 ///
@@ -9,10 +85,16 @@
 /// expiring, so removing it (`session.delete`, `session.purge`, `client.delete`) reports
 /// `expired`, exactly as the scheduler would have; `deleted` and `purged` report the end of a
 /// live session only.
-pub(super) fn session_event(kind: &str, var: &str) -> String {
+pub(super) fn session_event(kind: EventKind, var: &str) -> String {
     let kind = match kind {
-        "deleted" | "purged" => format!("(IF {var}.expires_at <= $now {{ 'expired' }} ELSE {{ '{kind}' }})"),
-        other => format!("'{other}'"),
+        EventKind::Deleted | EventKind::Purged => {
+            format!(
+                "(IF {var}.expires_at <= $now {{ {expired} }} ELSE {{ {kind} }})",
+                expired = EventKind::Expired.sql(),
+                kind = kind.sql()
+            )
+        }
+        other => other.sql(),
     };
     format!(
         "CREATE outbox CONTENT {{ stream: 'session', kind: {kind}, at: $now, ts: time::now(), session_id: {var}.session_id, \
@@ -22,9 +104,10 @@ pub(super) fn session_event(kind: &str, var: &str) -> String {
 
 /// Emits a token event of kind `kind` for the token row bound to `var`, with `reason` (a
 /// SurrealQL expression).
-pub(super) fn token_event(kind: &str, var: &str, reason: &str) -> String {
+pub(super) fn token_event(kind: EventKind, var: &str, reason: &str) -> String {
+    let kind = kind.sql();
     format!(
-        "CREATE outbox CONTENT {{ stream: 'token', kind: '{kind}', at: $now, ts: time::now(), token_id: {var}.token_id, \
+        "CREATE outbox CONTENT {{ stream: 'token', kind: {kind}, at: $now, ts: time::now(), token_id: {var}.token_id, \
          grant_id: {var}.grant_id, client_id: {var}.client_id, user_id: {var}.user_id, reason: {reason} }};"
     )
 }
@@ -73,6 +156,20 @@ pub(super) fn revoke_tokens(scope: &Families) -> String {
             WHERE {tokens} AND status = 'active' RETURN AFTER); \
          FOR $t IN $revoked {{ {event} }};",
         tokens = scope.tokens,
-        event = token_event("revoked", "$t", "$reason"),
+        event = token_event(EventKind::Revoked, "$t", "$reason"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn kinds_read_back_as_they_are_written() {
+        for kind in EventKind::SESSION.iter().chain(EventKind::TOKEN) {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(*kind));
+            assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::Value::from(kind.as_str())));
+        }
+        assert!("reuse-detected".parse::<EventKind>().is_err());
+    }
 }

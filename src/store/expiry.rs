@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::events::{session_event, token_event};
+use super::events::{EventKind, session_event, token_event};
 use super::{Store, StoreError, Vars, take_returned};
 
 /// What one pass removed.
@@ -43,12 +43,12 @@ impl Store {
                 more: array::max([array::len($s), array::len($t), array::len($c), array::len($f)]) >= $batch \
              }}; \
              COMMIT;",
-            session_expired = session_event("expired", "$x"),
-            token_expired = token_event("expired", "$x", "'expired'"),
+            session_expired = session_event(EventKind::Expired, "$x"),
+            token_expired = token_event(EventKind::Expired, "$x", "'expired'"),
         );
         let vars = Vars::new().set("now", now).set("batch", batch as i64);
         let pass: Option<ExpiryPass> =
-            self.retrying(|| async { take_returned(&mut self.query(&sql, vars.clone()).await?) }).await?;
+            self.retrying(|| async { take_returned(&mut self.query_emitting(&sql, vars.clone()).await?) }).await?;
         Ok(pass.unwrap_or_default())
     }
 }

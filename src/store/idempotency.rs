@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::{MAX_ATTEMPTS, Store, StoreError, Vars, backoff, record, take_returned, thrown};
+use super::{Emits, MAX_ATTEMPTS, Store, StoreError, Vars, backoff, record, take_returned, thrown};
 use crate::domain::idempotency::{self, Keyed};
 use crate::error::Error;
 
@@ -157,17 +157,18 @@ impl Store {
     }
 
     /// [`Store::keyed`] for a transaction whose `RETURN` is both its answer and what it records
-    /// (a row, a flag, a count).
+    /// (a row, a flag, a count); `emits` says whether it writes events.
     pub(super) async fn keyed_transaction<R: DeserializeOwned>(
         &self,
         keyed: Option<&Keyed>,
         sql: &str,
         vars: &Vars,
+        emits: Emits,
     ) -> Result<Option<R>, StoreError> {
         self.keyed(
             keyed,
             |answer: R| Ok(Some(answer)),
-            || async { take_returned(&mut self.query(sql, vars.clone()).await?) },
+            || async { take_returned(&mut self.run(sql, vars.clone(), emits).await?) },
         )
         .await
     }

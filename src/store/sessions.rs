@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::events::session_event;
+use super::events::{EventKind, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
-use super::{Store, StoreError, Vars, parse_data, record, take_all};
+use super::{Emits, Store, StoreError, Vars, parse_data, record, take_all};
 use crate::domain::idempotency::Keyed;
 use crate::domain::ids::{ClientId, UserId};
 use crate::domain::session::{self, Get, NewSession, SessionChange};
@@ -161,7 +161,8 @@ impl Store {
             .set("data", c.data)
             .set("expires_at", c.expires_at)
             .set("now", now);
-        let updated: Option<SessionRow> = self.keyed_transaction::<SessionRow>(keyed, &sql, &vars).await?;
+        let updated: Option<SessionRow> =
+            self.keyed_transaction::<SessionRow>(keyed, &sql, &vars, Emits::Nothing).await?;
         match updated {
             Some(row) => Ok(row.into()),
             None => match self.session_row(&c.id).await? {
@@ -188,11 +189,11 @@ impl Store {
              {record} \
              RETURN $deleted; \
              COMMIT;",
-            removed = session_event("deleted", "$s"),
+            removed = session_event(EventKind::Deleted, "$s"),
             record = record_answer(keyed, "$deleted"),
         );
         let vars = bind(Vars::new(), keyed).set("rid", record("session", id)).set("now", now);
-        let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars).await?;
+        let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars, Emits::Events).await?;
         Ok(deleted.unwrap_or(false))
     }
 
@@ -236,11 +237,11 @@ impl Store {
              RETURN array::len($gone); \
              COMMIT;",
             conditions.join(" AND "),
-            session_event("purged", "$s"),
+            session_event(EventKind::Purged, "$s"),
             record_answer(keyed, "array::len($gone)"),
         );
         let vars = bind(filter.bind(Vars::new()), keyed).set("now", now);
-        let purged: Option<u64> = self.keyed_transaction::<u64>(keyed, &sql, &vars).await?;
+        let purged: Option<u64> = self.keyed_transaction::<u64>(keyed, &sql, &vars, Emits::Events).await?;
         Ok(purged.unwrap_or(0))
     }
 }

@@ -5,10 +5,10 @@ use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
-    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, Families, revoke_families, revoke_tokens, token_event,
+    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, EventKind, Families, revoke_families, revoke_tokens, token_event,
 };
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
-use super::{Store, StoreError, Vars, record, take_all, take_one, take_returned};
+use super::{Emits, Store, StoreError, Vars, record, take_all, take_one, take_returned};
 use crate::domain::idempotency::Keyed;
 use crate::domain::ids::{ClientId, GrantId, UserId};
 use crate::domain::token::{self, FamilyRecord, Get, NewToken, RevokeScope, Rotate, Rotation, Status, TokenRecord};
@@ -168,7 +168,7 @@ impl Store {
                          LET $old = IF $previous != NONE {{ (UPDATE ONLY $previous SET status = 'revoked', status_at = $now, \
                             reason = 'superseded', rev += 1 WHERE status = 'active' RETURN AFTER) }}; \
                          IF $old != NONE {{ {event} }};",
-                        event = token_event("revoked", "$old", "'superseded'"),
+                        event = token_event(EventKind::Revoked, "$old", "'superseded'"),
                     )
                 }
                 None => "IF record::exists($family) { THROW 'authstore:retry' }; \
@@ -180,6 +180,8 @@ impl Store {
                 "BEGIN; {CLIENT_STILL_REGISTERED} {family_sql} {CREATE_NEW} {record} COMMIT;",
                 record = record_answer(keyed, "$idem_answer")
             );
+            // Joining a family may revoke its active token, which is reported.
+            let emits = if family.is_some() { Emits::Events } else { Emits::Nothing };
             let previous = family.as_ref().and_then(|f| f.active_token.as_deref()).map(|h| record("token", h));
             let vars = bind_new(bind(Vars::new(), keyed), &new)
                 .set("idem_answer", recordable(&answer)?)
@@ -190,7 +192,7 @@ impl Store {
                 .set("family_rev", family.as_ref().map(|f| f.rev).unwrap_or_default())
                 .set("previous", previous)
                 .set("now", now);
-            self.query(&sql, vars).await?;
+            self.run(&sql, vars, emits).await?;
             Ok(answer.clone())
         })
         .await
@@ -234,7 +236,7 @@ impl Store {
                         successor = $new_hash, rev += 1 WHERE rev = $old_rev AND status = 'active' RETURN AFTER); \
                      IF $old = NONE {{ THROW 'authstore:retry' }}; \
                      {event}",
-                    event = token_event("rotated", "$old", "NONE"),
+                    event = token_event(EventKind::Rotated, "$old", "NONE"),
                 ),
                 // A rotated token inside the grace window: its unused successor is revoked and
                 // replaced.
@@ -246,8 +248,8 @@ impl Store {
                         rev += 1 WHERE status = 'active' RETURN AFTER); \
                      IF $prev = NONE {{ THROW 'authstore:retry' }}; \
                      {revoked} {rotated}",
-                    revoked = token_event("revoked", "$prev", "'superseded'"),
-                    rotated = token_event("rotated", "$old", "'grace'"),
+                    revoked = token_event(EventKind::Revoked, "$prev", "'superseded'"),
+                    rotated = token_event(EventKind::Rotated, "$old", "'grace'"),
                 ),
             };
             let sql = format!(
@@ -269,7 +271,7 @@ impl Store {
                 .set("family", record("family", &old.grant_id))
                 .set("family_rev", family.rev)
                 .set("now", at);
-            self.query(&sql, vars).await?;
+            self.query_emitting(&sql, vars).await?;
             Ok(answer)
         })
         .await
@@ -303,7 +305,7 @@ impl Store {
                 rev += 1 WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
              IF $f = NONE {{ THROW 'authstore:retry' }}; \
              LET $reused = (SELECT * FROM ONLY $old); {event} {revoke} {record} COMMIT;",
-            event = token_event("reuse_detected", "$reused", "$reason"),
+            event = token_event(EventKind::ReuseDetected, "$reused", "$reason"),
             revoke = revoke_tokens(&BY_GRANT),
             record = record_answer(keyed, "NONE"),
         );
@@ -314,7 +316,7 @@ impl Store {
             .set("grant_id", reused.grant_id.clone())
             .set("reason", "reuse_detected")
             .set("now", now);
-        self.query(&sql, vars).await?;
+        self.query_emitting(&sql, vars).await?;
         Ok(())
     }
 
@@ -354,7 +356,7 @@ impl Store {
                         record_answer(keyed, "array::len($revoked)")
                     );
                     let vars = bind(vars, keyed).set("reason", "requested").set("now", now);
-                    take_returned(&mut self.query(&sql, vars).await?)
+                    take_returned(&mut self.query_emitting(&sql, vars).await?)
                 },
             )
             .await?;

@@ -1,4 +1,5 @@
-//! Subscriptions: replay from a cursor, then follow the hub, with no gap and no duplicate.
+//! Serving one subscription: replay the event log from a cursor, then follow the hub, with no
+//! gap and no duplicate, and end with a reason and the cursor to resume after.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::context::Context;
+use super::error::CURSOR_EXPIRED;
 use super::params::Params;
 use crate::domain::validate;
 use crate::error::Error;
-use crate::store::EventRecord;
+use crate::store::{EventKind, EventRecord};
 use crate::types::{SessionEvent, Subscribe, TokenEvent};
 
 /// Which of the two event streams a subscription follows.
@@ -33,10 +35,10 @@ impl Stream {
         }
     }
 
-    fn kinds(self) -> &'static [&'static str] {
+    fn kinds(self) -> &'static [EventKind] {
         match self {
-            Stream::Session => &["expired", "purged", "deleted", "completed"],
-            Stream::Token => &["rotated", "revoked", "reuse_detected", "expired"],
+            Stream::Session => EventKind::SESSION,
+            Stream::Token => EventKind::TOKEN,
         }
     }
 
@@ -49,7 +51,7 @@ impl Stream {
                 sink,
                 &SessionEvent {
                     cursor,
-                    kind: e.kind.clone(),
+                    kind: e.kind.to_string(),
                     session_id: e.session_id.clone().unwrap_or_else(blank),
                     client_id: e.client_id.clone().unwrap_or_else(blank),
                     user_id: e.user_id.clone(),
@@ -61,7 +63,7 @@ impl Stream {
                 sink,
                 &TokenEvent {
                     cursor,
-                    kind: e.kind.clone(),
+                    kind: e.kind.to_string(),
                     token_id: e.token_id.clone().unwrap_or_else(blank),
                     grant_id: e.grant_id.clone().unwrap_or_else(blank),
                     client_id: e.client_id.clone().unwrap_or_else(blank),
@@ -81,7 +83,7 @@ fn notification(sink: &SubscriptionSink, item: &impl Serialize) -> Result<Subscr
 /// A validated subscription request.
 struct Filter {
     stream: Stream,
-    kinds: Option<HashSet<String>>,
+    kinds: Option<HashSet<EventKind>>,
     client_id: Option<String>,
     user_id: Option<String>,
     since: Option<i64>,
@@ -91,11 +93,20 @@ impl Filter {
     fn parse(p: Subscribe, stream: Stream) -> Result<Self, Error> {
         let kinds = match p.kinds {
             None => None,
-            Some(kinds) => {
-                if let Some(bad) = kinds.iter().find(|k| !stream.kinds().contains(&k.as_str())) {
-                    return Err(Error::invalid("kinds", format!("{bad:?} is not a {} event kind", stream.name())));
+            Some(names) => {
+                let mut kinds = HashSet::new();
+                for name in &names {
+                    match name.parse::<EventKind>() {
+                        Ok(kind) if stream.kinds().contains(&kind) => kinds.insert(kind),
+                        _ => {
+                            return Err(Error::invalid(
+                                "kinds",
+                                format!("{name:?} is not a {} event kind", stream.name()),
+                            ));
+                        }
+                    };
                 }
-                Some(kinds.into_iter().collect())
+                Some(kinds)
             }
         };
         if let Some(client_id) = &p.client_id {
@@ -275,7 +286,7 @@ fn closed(reason: &str, cursor: i64, detail: &dyn std::fmt::Display) -> Subscrip
 /// still resumes cleanly (as in the refusal of a `since` that is too old).
 fn cursor_expired(cursor: i64, oldest: i64) -> SubscriptionError {
     let body = json!({
-        "code": 1006,
+        "code": CURSOR_EXPIRED,
         "reason": "cursor_expired",
         "cursor": cursor.to_string(),
         "oldest": oldest.to_string(),

@@ -1,17 +1,20 @@
 //! The event log: sequencing the outbox into cursors, reading after a cursor, pruning.
+//!
+//! This is the log every instance shares; the hub (`crate::hub`) broadcasts it live within one
+//! instance, and a subscription (`rpc/subscription.rs`) replays it from a cursor.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Store, StoreError, Vars, take_all, take_one, take_returned};
+use super::{EventKind, Store, StoreError, Vars, take_all, take_one, take_returned};
 
 /// A sequenced lifecycle event as stored.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct EventRecord {
     pub seq: i64,
     pub stream: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub at: DateTime<Utc>,
     pub session_id: Option<String>,
     pub token_id: Option<String>,
