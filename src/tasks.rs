@@ -1,8 +1,10 @@
 //! Long-running tasks with a name and an owner that stops them.
 //!
 //! Every task that outlives a call (the background loops, the store's group-commit workers) is
-//! spawned through a [`Tasks`], which keeps its name and its handle. Nothing is left detached:
-//! stopping sends one signal that every task selects on, then waits for each, bounded by the
+//! spawned through a [`Tasks`], which keeps its name and its handle. (Two kinds stay detached on
+//! purpose: a call's own operation task, which must finish its transaction even if its caller
+//! hangs up, and the store's unreachable-database prober, which ends when the database answers.)
+//! Stopping sends one signal that every task selects on, then waits for each, bounded by the
 //! shutdown deadline, so a shutdown that returns has nothing of ours still running, and a task
 //! that will not stop is aborted and named in the log. Each task runs inside a span carrying its
 //! name, so what it logs says which task it is.

@@ -128,12 +128,14 @@ impl Queues {
     }
 
     /// Waits at most the store's timeout. A write still queued then is dropped unrun, but one
-    /// may be committing: the caller hears that the outcome is unknown.
+    /// may be committing: the caller hears that the outcome is unknown. The same when the
+    /// workers were stopped at the shutdown deadline with the write taken (its reply dropped):
+    /// only a write the queue refused is known not to have happened.
     pub async fn write(&self, sql: &'static str, vars: Vars) -> Result<Option<serde_json::Value>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let asked = async {
             self.writes.send(Write { sql, vars, reply }).await.map_err(|_| stopped())?;
-            answer.await.map_err(|_| stopped())?
+            answer.await.map_err(|_| StoreError::OutcomeUnknown)?
         };
         tokio::time::timeout(self.timeout, asked).await.unwrap_or(Err(StoreError::OutcomeUnknown))
     }

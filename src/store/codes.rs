@@ -50,6 +50,11 @@ impl From<CodeRow> for CodeRecord {
     }
 }
 
+/// `code.consume`'s burn: exactly one transaction can move `consumed_at` from NONE. Public so
+/// the benchmark's raw ceiling (`authstore-tools bench --raw`) runs this very text.
+pub const CODE_BURN: &str =
+    "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until WHERE consumed_at = NONE RETURN AFTER";
+
 impl Store {
     /// `code.issue`. With `session_id`, the session is consumed in the same transaction
     /// (emitting `completed`) and fills in what the call omits.
@@ -162,8 +167,6 @@ impl Store {
                 }
                 // The gate: exactly one transaction can move consumed_at from NONE. The used code is
                 // kept for the replay window, so a late replay still revokes the grant.
-                const BURN: &str = "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until \
-                 WHERE consumed_at = NONE RETURN AFTER";
                 let keep_until = consumption.keep_until(&stored);
                 let vars = Vars::new().set("rid", record("code", key)).set("now", now).set("keep_until", keep_until);
                 // With a key, what this call answers is recorded with the burn: the redeemed grant,
@@ -173,7 +176,7 @@ impl Store {
                     Consume::Burn(reason) => bind_refusal(Vars::new(), &Error::InvalidGrant(*reason)),
                     Consume::Replay => Vars::new(),
                 };
-                let burned: Option<CodeRow> = self.write_keyed(BURN, vars, keyed, "$idem_answer", recorded).await?;
+                let burned: Option<CodeRow> = self.write_keyed(CODE_BURN, vars, keyed, "$idem_answer", recorded).await?;
                 if burned.is_none() {
                     // Someone else consumed (or purged) it first: decide again from a fresh read.
                     return Err(StoreError::Retry);

@@ -53,7 +53,8 @@ pub use error::StoreError;
 pub use event_log::{EventRecord, LogBounds};
 pub use events::EventKind;
 pub use expiry::ExpiryPass;
-pub use sessions::SessionFilter;
+pub use codes::CODE_BURN;
+pub use sessions::{SESSION_PUT, SessionFilter};
 pub use tokens::TokenFilter;
 pub use wal_tail::WalRepair;
 

@@ -78,6 +78,15 @@ impl SessionFilter {
     }
 }
 
+/// `session.put`'s single statement, run through group commit with one `$item` per call.
+/// Public so the benchmark's raw ceiling (`authstore-tools bench --raw`) runs this very text.
+pub const SESSION_PUT: &str = "UPSERT ONLY $item.rid SET session_id = $item.id, client_id = $item.client_id, \
+    redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
+    code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
+    user_id = $item.user_id, data = $item.data, created_at = created_at ?? $item.now, updated_at = $item.now, \
+    expires_at = $item.expires_at, rev = (rev ?? 0) + 1, \
+    client_incarnation = $item.client_incarnation RETURN AFTER";
+
 impl Store {
     /// `session.put`: creates or replaces a session for a registered client.
     pub async fn session_put(
@@ -86,12 +95,6 @@ impl Store {
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<Session, StoreError> {
-        const SQL: &str = "UPSERT ONLY $item.rid SET session_id = $item.id, client_id = $item.client_id, \
-            redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
-            code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
-            user_id = $item.user_id, data = $item.data, created_at = created_at ?? $item.now, updated_at = $item.now, \
-            expires_at = $item.expires_at, rev = (rev ?? 0) + 1, \
-            client_incarnation = $item.client_incarnation RETURN AFTER";
         let vars = Vars::new()
             .set("rid", record("session", &s.id))
             .set("id", s.id.clone())
@@ -120,7 +123,7 @@ impl Store {
                     let client = self.client_row(&s.client_id).await?;
                     session::may_put(&s, client.as_ref().map(|c| c.registration()).as_ref())?;
                     let vars = vars.clone().set("client_incarnation", client.and_then(|c| c.incarnation));
-                    self.write_keyed(SQL, vars, keyed, "$r", Vars::new()).await
+                    self.write_keyed(SESSION_PUT, vars, keyed, "$r", Vars::new()).await
                 },
             )
             .await?;

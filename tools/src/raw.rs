@@ -17,23 +17,12 @@ use authstore::domain::code::{self, CodeRecord, Consume};
 use authstore::domain::{Policy, session as session_rules};
 use surrealdb::types::Object;
 
+use authstore::store::{CODE_BURN, SESSION_PUT};
 use crate::bench::{CHALLENGE, Outcome, REDIRECT, Until, consume, drive, public_client, session};
 use crate::surreal::{self, Db, SEED_CHUNK, query, record, seeded_session, seeded_token};
 
 /// The dataset name of the preloaded sessions and tokens.
 const PRELOADED: &str = "raw";
-
-/// `session.put`'s statement in the store (`src/store/sessions.rs`).
-const SESSION_PUT: &str = "UPSERT ONLY $item.rid SET session_id = $item.id, client_id = $item.client_id, \
-    redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
-    code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
-    user_id = $item.user_id, data = $item.data, created_at = created_at ?? $item.now, updated_at = $item.now, \
-    expires_at = $item.expires_at, rev = (rev ?? 0) + 1, \
-    client_incarnation = $item.client_incarnation RETURN AFTER";
-
-/// `code.consume`'s burn in the store (`src/store/codes.rs`).
-const CODE_BURN: &str = "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until \
-    WHERE consumed_at = NONE RETURN AFTER";
 
 /// A point read, as the store makes it without group commit.
 const ROW: &str = "SELECT * FROM ONLY $rid";
