@@ -4,11 +4,11 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use super::client::{self, Registration};
-use super::session::{self, optional_scope_resource_user};
+use super::session::{self, SessionRecord, optional_scope_resource_user};
 use super::{Policy, pkce, validate};
 use crate::error::{Error, InvalidClient, InvalidGrant, NotFound, Result};
 use crate::secret::{self, Mint};
-use crate::types::{CodeConsume, CodeIssue, ConsumedCode, Session};
+use crate::types::{CodeConsume, CodeIssue, ConsumedCode};
 
 /// A stored code, keyed by the digest of its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +83,7 @@ impl Issue {
 
     /// Decides the code over the named session as read (`found`; ignored when none is named):
     /// the session must be live, and fills in what the call omits.
-    pub fn decide(&self, found: Option<Session>) -> Result<NewCode> {
+    pub fn decide(&self, found: Option<SessionRecord>) -> Result<NewCode> {
         let session = match self.session_id() {
             Some(_) => Some(session::live(found, self.now)?),
             None => None,
@@ -98,7 +98,7 @@ impl Issue {
         &self,
         new: &NewCode,
         client: Option<&Registration>,
-        session: Option<(&Session, Option<&str>)>,
+        session: Option<(&SessionRecord, Option<&str>)>,
     ) -> Result<()> {
         let client = client.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
         client::redirect_uri_registered(&new.redirect_uri, client)?;
@@ -120,7 +120,7 @@ impl Issue {
 
     /// Validates the call, filling omitted fields from the pending `session` when one is named.
     /// The session must already be known to be live.
-    fn new_code(&self, session: Option<&Session>) -> Result<NewCode> {
+    fn new_code(&self, session: Option<&SessionRecord>) -> Result<NewCode> {
         fn pick(given: Option<String>, from_session: Option<&Option<String>>) -> Option<String> {
             given.or_else(|| from_session.cloned().flatten())
         }
@@ -155,8 +155,10 @@ impl Issue {
             pkce::Method::parse("code_challenge_method", code_challenge_method.as_deref(), policy.allow_plain_pkce)?;
         pkce::challenge("code_challenge", &code_challenge, method)?;
         optional_scope_resource_user(scope.as_deref(), resource.as_deref(), Some(&user_id))?;
+        // The session's `data` is the text it was stored as, checked when it was put.
         let data = match (&p.data, session.and_then(|s| s.data.as_ref())) {
-            (Some(d), _) | (None, Some(d)) => Some(validate::data("data", d)?),
+            (Some(d), _) => Some(validate::data("data", d)?),
+            (None, Some(text)) => Some(text.clone()),
             (None, None) => None,
         };
         let expires_at = policy.code.expires_at("ttl_secs", p.ttl_secs, self.now)?;

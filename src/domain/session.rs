@@ -6,7 +6,26 @@ use super::client::{self, Registration};
 use super::{Policy, pkce, validate};
 use crate::error::{Error, InvalidClient, NotFound, Result};
 use crate::secret;
-use crate::types::{Session, SessionPut, SessionUpdate};
+use crate::types::{SessionPut, SessionUpdate};
+
+/// A stored session, as the store read it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub user_id: Option<String>,
+    /// The caller's `data`, as the JSON text stored.
+    pub data: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
 
 /// A validated `session.put`.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,13 +131,13 @@ pub fn get(id: String, now: DateTime<Utc>) -> Result<Get> {
 
 impl Get {
     /// What the caller is told about the session as stored: it only while live.
-    pub fn decide(&self, found: Option<Session>) -> Result<Session> {
+    pub fn decide(&self, found: Option<SessionRecord>) -> Result<SessionRecord> {
         live(found, self.now)
     }
 }
 
 /// A stored session is visible only until its deadline, whether or not it was purged yet.
-pub fn live(session: Option<Session>, now: DateTime<Utc>) -> Result<Session> {
+pub fn live(session: Option<SessionRecord>, now: DateTime<Utc>) -> Result<SessionRecord> {
     match session {
         None => Err(Error::NotFound(NotFound::Missing)),
         Some(s) if s.expires_at <= now => Err(Error::NotFound(NotFound::Expired)),

@@ -9,8 +9,9 @@ use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Emits, Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume, Consumption, Issue};
 use crate::domain::idempotency::Keyed;
+use crate::domain::session::SessionRecord;
 use crate::error::{Error, InvalidGrant, NotFound};
-use crate::types::{ConsumedCode, IssuedCode, Session};
+use crate::types::{ConsumedCode, IssuedCode};
 
 /// A `code` row as stored.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,10 +67,10 @@ impl Store {
                 Some(id) => self.session_row(id).await?,
                 None => None,
             };
-            let new = issue.decide(row.clone().map(Session::from))?;
+            let new = issue.decide(row.clone().map(SessionRecord::from))?;
             // Decided over a live session: `pending` is the session as read, its revision and
             // the client incarnation stored with it.
-            let pending = row.map(|r| (r.rev, r.client_incarnation.clone(), Session::from(r)));
+            let pending = row.map(|r| (r.rev, r.client_incarnation.clone(), SessionRecord::from(r)));
             let client = self.client_row(&new.client_id).await?;
             issue.may_issue(
                 &new,

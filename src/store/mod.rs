@@ -58,7 +58,7 @@ pub use tokens::TokenFilter;
 pub use wal_tail::WalRepair;
 
 use connection::Health;
-use query::{Emits, Vars, parse_data, record, take_all, take_one, take_returned};
+use query::{Emits, Vars, record, take_all, take_one, take_returned};
 use retry::{MAX_ATTEMPTS, backoff, thrown};
 
 /// The handle to authstore's data. Cheap to clone.

@@ -5,12 +5,11 @@ use serde::Deserialize;
 
 use super::events::{EventKind, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
-use super::{Emits, Store, StoreError, Vars, parse_data, record, take_all};
+use super::{Emits, Store, StoreError, Vars, record, take_all};
 use crate::domain::idempotency::Keyed;
 use crate::domain::ids::{ClientId, UserId};
-use crate::domain::session::{self, Get, NewSession, SessionChange};
+use crate::domain::session::{self, Get, NewSession, SessionChange, SessionRecord};
 use crate::error::{Error, NotFound};
-use crate::types::Session;
 
 /// A `session` row as stored.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,9 +32,9 @@ pub(super) struct SessionRow {
     pub(super) client_incarnation: Option<String>,
 }
 
-impl From<SessionRow> for Session {
+impl From<SessionRow> for SessionRecord {
     fn from(row: SessionRow) -> Self {
-        Session {
+        SessionRecord {
             id: row.session_id,
             client_id: row.client_id,
             redirect_uri: row.redirect_uri,
@@ -45,7 +44,7 @@ impl From<SessionRow> for Session {
             scope: row.scope,
             resource: row.resource,
             user_id: row.user_id,
-            data: parse_data(row.data),
+            data: row.data,
             created_at: row.created_at,
             updated_at: row.updated_at,
             expires_at: row.expires_at,
@@ -85,7 +84,7 @@ impl Store {
         s: NewSession,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
-    ) -> Result<Session, StoreError> {
+    ) -> Result<SessionRecord, StoreError> {
         const SQL: &str = "UPSERT ONLY $item.rid SET session_id = $item.id, client_id = $item.client_id, \
             redirect_uri = $item.redirect_uri, state = $item.state, code_challenge = $item.code_challenge, \
             code_challenge_method = $item.code_challenge_method, scope = $item.scope, resource = $item.resource, \
@@ -124,7 +123,7 @@ impl Store {
                 },
             )
             .await?;
-        row.map(Session::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))
+        row.map(SessionRecord::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))
     }
 
     /// The stored session row, live or not.
@@ -133,8 +132,8 @@ impl Store {
     }
 
     /// `session.get`: the session as `get` decides over the stored one.
-    pub async fn session_get(&self, get: &Get) -> Result<Session, StoreError> {
-        Ok(get.decide(self.session_row(&get.id).await?.map(Session::from))?)
+    pub async fn session_get(&self, get: &Get) -> Result<SessionRecord, StoreError> {
+        Ok(get.decide(self.session_row(&get.id).await?.map(SessionRecord::from))?)
     }
 
     /// `session.update`: changes the given fields of a live session.
@@ -143,7 +142,7 @@ impl Store {
         c: SessionChange,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
-    ) -> Result<Session, StoreError> {
+    ) -> Result<SessionRecord, StoreError> {
         let sql = format!(
             "BEGIN; \
              LET $r = (UPDATE ONLY $rid SET user_id = $user_id ?? user_id, scope = $scope ?? scope, \
@@ -205,7 +204,7 @@ impl Store {
         after: Option<String>,
         limit: usize,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         let mut conditions = vec!["expires_at > $now"];
         conditions.extend(filter.conditions());
         if after.is_some() {
@@ -214,7 +213,7 @@ impl Store {
         let sql = format!("SELECT * FROM session WHERE {} ORDER BY session_id LIMIT $limit", conditions.join(" AND "));
         let vars = filter.bind(Vars::new()).set("after_key", after).set("limit", limit as i64 + 1).set("now", now);
         let rows: Vec<SessionRow> = take_all(&mut self.query(&sql, vars).await?, 0)?;
-        Ok(rows.into_iter().map(Session::from).collect())
+        Ok(rows.into_iter().map(SessionRecord::from).collect())
     }
 
     /// `session.purge`: removes matching sessions (with no filter, every expired one), one
