@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use super::client::{self, Registration};
+use super::ids::SessionId;
 use super::session::{self, SessionRecord, optional_scope_resource_user};
 use super::{Policy, pkce, validate};
 use crate::error::{Error, InvalidClient, InvalidGrant, NotFound, Result};
@@ -59,21 +60,28 @@ pub struct Issue {
     /// it again.
     code: String,
     grant_id: String,
+    /// The pending session the call completes, as checked.
+    session_id: Option<SessionId>,
 }
 
 /// Checks `code.issue` params that need no stored record (given without the idempotency key)
 /// and mints its code.
 pub fn issue(p: CodeIssue, policy: &Policy, now: DateTime<Utc>, mint: &Mint) -> Result<Issue> {
-    if let Some(id) = &p.session_id {
-        validate::id("session_id", id)?;
-    }
-    Ok(Issue { params: p, policy: policy.clone(), now, code: mint.secret(), grant_id: secret::generate_id() })
+    let session_id = p.session_id.clone().map(|id| SessionId::parse("session_id", id)).transpose()?;
+    Ok(Issue {
+        params: p,
+        policy: policy.clone(),
+        now,
+        code: mint.secret(),
+        grant_id: secret::generate_id(),
+        session_id,
+    })
 }
 
 impl Issue {
     /// The pending session the call completes, if it names one.
-    pub fn session_id(&self) -> Option<&str> {
-        self.params.session_id.as_deref()
+    pub fn session_id(&self) -> Option<&SessionId> {
+        self.session_id.as_ref()
     }
 
     /// The plaintext code (handed back again to a retry with the same idempotency key).

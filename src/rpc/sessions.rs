@@ -9,7 +9,7 @@ use super::api::SessionApiServer;
 use super::context::Context;
 use super::params::Params;
 use super::subscription::{self, Stream};
-use crate::domain::ids::{ClientId, UserId};
+use crate::domain::ids::{ClientId, SessionId, UserId};
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
 use crate::types::{
@@ -54,13 +54,11 @@ impl SessionApiServer for SessionRpc {
     /// Handler for `session.delete`.
     async fn delete(&self, params: Params<SessionDelete>) -> RpcResult<Deleted> {
         let mut p = params.into_inner()?;
-        validate::id("id", &p.id)?;
+        let id = SessionId::parse("id", p.id.clone())?;
         let now = self.cx.now();
         let call = self.cx.call("session.delete", p.idempotency_key.take(), &p, now)?;
-        let deleted = self
-            .cx
-            .run(move |cx| async move { cx.store.session_delete(&p.id, call.keyed.as_ref(), now).await })
-            .await?;
+        let deleted =
+            self.cx.run(move |cx| async move { cx.store.session_delete(&id, call.keyed.as_ref(), now).await }).await?;
         Ok(Deleted { deleted })
     }
 

@@ -64,7 +64,7 @@ impl Store {
         let recalled = |answer: IssuedCode| Ok(IssuedCode { code: issue.code().to_string(), ..answer });
         self.keyed(keyed, recalled, || async {
             let row = match issue.session_id() {
-                Some(id) => self.session_row(id).await?,
+                Some(id) => self.session_row(id.as_str()).await?,
                 None => None,
             };
             let new = issue.decide(row.clone().map(SessionRecord::from))?;

@@ -7,7 +7,7 @@ use super::events::{EventKind, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Emits, Store, StoreError, Vars, record, take_all};
 use crate::domain::idempotency::Keyed;
-use crate::domain::ids::{ClientId, UserId};
+use crate::domain::ids::{ClientId, SessionId, UserId};
 use crate::domain::session::{self, Get, NewSession, SessionChange, SessionRecord};
 use crate::error::{Error, NotFound};
 
@@ -92,16 +92,16 @@ impl Store {
             expires_at = $item.expires_at, rev = (rev ?? 0) + 1, \
             client_incarnation = $item.client_incarnation RETURN AFTER";
         let vars = Vars::new()
-            .set("rid", record("session", &s.id))
-            .set("id", s.id.clone())
-            .set("client_id", s.client_id.clone())
-            .set("redirect_uri", s.redirect_uri.clone())
+            .set("rid", record("session", s.id.as_str()))
+            .set("id", s.id.as_str().to_string())
+            .set("client_id", s.client_id.as_str().to_string())
+            .set("redirect_uri", s.redirect_uri.as_str().to_string())
             .set("state", s.state.clone())
             .set("code_challenge", s.code_challenge.clone())
             .set("code_challenge_method", s.code_challenge_method.clone())
-            .set("scope", s.scope.clone())
+            .set("scope", s.scope.as_ref().map(|v| v.as_str().to_string()))
             .set("resource", s.resource.clone())
-            .set("user_id", s.user_id.clone())
+            .set("user_id", s.user_id.as_ref().map(|v| v.as_str().to_string()))
             .set("data", s.data.clone())
             .set("expires_at", s.expires_at)
             .set("now", now);
@@ -116,7 +116,7 @@ impl Store {
                     // session stamped with another incarnation of its client (a client
                     // re-registered under the same id). Read inside the attempt, so that a keyed
                     // retry answers from its record even if the client changed since.
-                    let client = self.client_row(&s.client_id).await?;
+                    let client = self.client_row(s.client_id.as_str()).await?;
                     session::may_put(&s, client.as_ref().map(|c| c.registration()).as_ref())?;
                     let vars = vars.clone().set("client_incarnation", client.and_then(|c| c.incarnation));
                     self.write_keyed(SQL, vars, keyed, "$r", Vars::new()).await
@@ -133,7 +133,7 @@ impl Store {
 
     /// `session.get`: the session as `get` decides over the stored one.
     pub async fn session_get(&self, get: &Get) -> Result<SessionRecord, StoreError> {
-        Ok(get.decide(self.session_row(&get.id).await?.map(SessionRecord::from))?)
+        Ok(get.decide(self.session_row(get.id.as_str()).await?.map(SessionRecord::from))?)
     }
 
     /// `session.update`: changes the given fields of a live session.
@@ -154,9 +154,9 @@ impl Store {
             record = record_answer_if(keyed, "$r != NONE", "$r"),
         );
         let vars = bind(Vars::new(), keyed)
-            .set("rid", record("session", &c.id))
-            .set("user_id", c.user_id)
-            .set("scope", c.scope)
+            .set("rid", record("session", c.id.as_str()))
+            .set("user_id", c.user_id.as_ref().map(|v| v.as_str().to_string()))
+            .set("scope", c.scope.as_ref().map(|v| v.as_str().to_string()))
             .set("data", c.data)
             .set("expires_at", c.expires_at)
             .set("now", now);
@@ -164,7 +164,7 @@ impl Store {
             self.keyed_transaction::<SessionRow>(keyed, &sql, &vars, Emits::Nothing).await?;
         match updated {
             Some(row) => Ok(row.into()),
-            None => match self.session_row(&c.id).await? {
+            None => match self.session_row(c.id.as_str()).await? {
                 Some(_) => Err(Error::NotFound(NotFound::Expired).into()),
                 None => Err(Error::NotFound(NotFound::Missing).into()),
             },
@@ -176,7 +176,7 @@ impl Store {
     /// not deleted.
     pub async fn session_delete(
         &self,
-        id: &str,
+        id: &SessionId,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
@@ -191,7 +191,7 @@ impl Store {
             removed = session_event(EventKind::Deleted, "$s"),
             record = record_answer(keyed, "$deleted"),
         );
-        let vars = bind(Vars::new(), keyed).set("rid", record("session", id)).set("now", now);
+        let vars = bind(Vars::new(), keyed).set("rid", record("session", id.as_str())).set("now", now);
         let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars, Emits::Events).await?;
         Ok(deleted.unwrap_or(false))
     }
