@@ -71,7 +71,7 @@ impl Store {
             // Decided over a live session: `pending` is the session as read, its revision and
             // the client incarnation stored with it.
             let pending = row.map(|r| (r.rev, r.client_incarnation.clone(), SessionRecord::from(r)));
-            let client = self.client_row(&new.client_id).await?;
+            let client = self.client_row(new.client_id.as_str()).await?;
             issue.may_issue(
                 &new,
                 client.as_ref().map(|c| c.registration()).as_ref(),
@@ -109,30 +109,30 @@ impl Store {
                 code: new.code.clone(),
                 grant_id: new.grant_id.clone(),
                 expires_at: new.expires_at,
-                client_id: new.client_id.clone(),
-                redirect_uri: new.redirect_uri.clone(),
+                client_id: new.client_id.as_str().to_string(),
+                redirect_uri: new.redirect_uri.as_str().to_string(),
                 state: new.state.clone(),
-                scope: new.scope.clone(),
+                scope: new.scope.as_ref().map(|s| s.as_str().to_string()),
                 resource: new.resource.clone(),
             };
             let vars = bind(Vars::new(), keyed)
                 .set("idem_answer", recordable(&issued)?)
-                .set("client", record("client", &new.client_id))
+                .set("client", record("client", new.client_id.as_str()))
                 .set("incarnation", client.incarnation)
                 .set("client_updated_at", client.updated_at)
                 .set("rid", record("code", &new.hash))
                 .set("session_rid", session_rid)
                 .set("session_rev", session_rev)
                 .set("grant_id", new.grant_id.clone())
-                .set("client_id", new.client_id)
-                .set("user_id", new.user_id)
-                .set("redirect_uri", new.redirect_uri)
+                .set("client_id", new.client_id.as_str().to_string())
+                .set("user_id", new.user_id.as_str().to_string())
+                .set("redirect_uri", new.redirect_uri.as_str().to_string())
                 .set("code_challenge", new.code_challenge)
                 .set("code_challenge_method", new.code_challenge_method)
-                .set("scope", new.scope)
+                .set("scope", new.scope.as_ref().map(|s| s.as_str().to_string()))
                 .set("resource", new.resource)
                 .set("data", new.data)
-                .set("session_id", new.session_id)
+                .set("session_id", new.session_id.as_ref().map(|s| s.as_str().to_string()))
                 .set("expires_at", new.expires_at)
                 .set("now", now);
             self.run(&sql, vars, emits).await?;
