@@ -1,7 +1,8 @@
 //! The contract's shapes: params and results of every method, exactly as they travel as JSON.
 //!
 //! Plain serde data with no behaviour. `domain` validates params into commands, the `store`
-//! returns results in these shapes, and the `rpc` traits use them for both server and client.
+//! returns domain records that `rpc` turns into these results (`rpc/wire.rs`), and the `rpc`
+//! traits use them for both server and client.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;

@@ -1,6 +1,6 @@
 //! Client registration rules (RFC 7591, and MCP client ID metadata documents).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use url::Url;
 
 use super::validate;
@@ -40,6 +40,33 @@ pub enum Origin {
     Registered,
     /// `client.cache_document` (a client ID metadata document fetched by the portal).
     Document,
+}
+
+/// A stored client, as the store read it back. `secret` is the plaintext only in the answer of
+/// the call that minted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub origin: Origin,
+    pub metadata: ClientMetadata,
+    pub issued_at: DateTime<Utc>,
+    /// When the registration was last changed, or the document last cached.
+    pub updated_at: DateTime<Utc>,
+    /// How long a cached document stays fresh (documents only).
+    pub max_age_secs: Option<i64>,
+    pub secret: Option<String>,
+}
+
+impl ClientRecord {
+    /// For a client cached from a metadata document, whether the portal should fetch the
+    /// document again at `now` (its `max_age_secs` have passed); `None` for a registered client.
+    pub fn document_stale(&self, now: DateTime<Utc>) -> Option<bool> {
+        (self.origin == Origin::Document).then(|| {
+            let fresh_until = Duration::try_seconds(self.max_age_secs.unwrap_or(0))
+                .and_then(|max_age| self.updated_at.checked_add_signed(max_age));
+            fresh_until.is_some_and(|until| now >= until)
+        })
+    }
 }
 
 /// Metadata that passed every rule, with RFC 7591 defaults filled in.
@@ -360,6 +387,25 @@ mod tests {
 
     fn meta(uris: &[&str]) -> ClientMetadata {
         ClientMetadata { redirect_uris: uris.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_cached_document_is_stale_once_its_max_age_has_passed() {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let record = |origin, max_age_secs| ClientRecord {
+            client_id: "c".into(),
+            origin,
+            metadata: meta(&["https://a.example/cb"]),
+            issued_at: t0,
+            updated_at: t0,
+            max_age_secs,
+            secret: None,
+        };
+        let doc = record(Origin::Document, Some(60));
+        assert_eq!(doc.document_stale(t0 + Duration::seconds(59)), Some(false));
+        assert_eq!(doc.document_stale(t0 + Duration::seconds(60)), Some(true));
+        assert_eq!(record(Origin::Document, Some(i64::MAX)).document_stale(t0), Some(false));
+        assert_eq!(record(Origin::Registered, None).document_stale(t0), None);
     }
 
     #[test]

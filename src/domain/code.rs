@@ -4,11 +4,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use super::client::{self, Registration};
-use super::session::{self, optional_scope_resource_user};
+use super::ids::{ClientId, RedirectUri, Scope, SessionId, UserId};
+use super::session::{self, SessionRecord};
 use super::{Policy, pkce, validate};
 use crate::error::{Error, InvalidClient, InvalidGrant, NotFound, Result};
 use crate::secret::{self, Mint};
-use crate::types::{CodeConsume, CodeIssue, ConsumedCode, Session};
+use crate::types::{CodeConsume, CodeIssue, ConsumedCode};
 
 /// A stored code, keyed by the digest of its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,15 +35,15 @@ pub struct NewCode {
     pub code: String,
     pub hash: String,
     pub grant_id: String,
-    pub client_id: String,
-    pub user_id: String,
-    pub redirect_uri: String,
+    pub client_id: ClientId,
+    pub user_id: UserId,
+    pub redirect_uri: RedirectUri,
     pub code_challenge: String,
     pub code_challenge_method: String,
-    pub scope: Option<String>,
+    pub scope: Option<Scope>,
     pub resource: Option<String>,
     pub data: Option<String>,
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// The pending session's `state`, handed back for the redirect (not stored with the code).
     pub state: Option<String>,
     pub expires_at: DateTime<Utc>,
@@ -59,21 +60,28 @@ pub struct Issue {
     /// it again.
     code: String,
     grant_id: String,
+    /// The pending session the call completes, as checked.
+    session_id: Option<SessionId>,
 }
 
 /// Checks `code.issue` params that need no stored record (given without the idempotency key)
 /// and mints its code.
 pub fn issue(p: CodeIssue, policy: &Policy, now: DateTime<Utc>, mint: &Mint) -> Result<Issue> {
-    if let Some(id) = &p.session_id {
-        validate::id("session_id", id)?;
-    }
-    Ok(Issue { params: p, policy: policy.clone(), now, code: mint.secret(), grant_id: secret::generate_id() })
+    let session_id = p.session_id.clone().map(|id| SessionId::parse("session_id", id)).transpose()?;
+    Ok(Issue {
+        params: p,
+        policy: policy.clone(),
+        now,
+        code: mint.secret(),
+        grant_id: secret::generate_id(),
+        session_id,
+    })
 }
 
 impl Issue {
     /// The pending session the call completes, if it names one.
-    pub fn session_id(&self) -> Option<&str> {
-        self.params.session_id.as_deref()
+    pub fn session_id(&self) -> Option<&SessionId> {
+        self.session_id.as_ref()
     }
 
     /// The plaintext code (handed back again to a retry with the same idempotency key).
@@ -83,7 +91,7 @@ impl Issue {
 
     /// Decides the code over the named session as read (`found`; ignored when none is named):
     /// the session must be live, and fills in what the call omits.
-    pub fn decide(&self, found: Option<Session>) -> Result<NewCode> {
+    pub fn decide(&self, found: Option<SessionRecord>) -> Result<NewCode> {
         let session = match self.session_id() {
             Some(_) => Some(session::live(found, self.now)?),
             None => None,
@@ -98,10 +106,10 @@ impl Issue {
         &self,
         new: &NewCode,
         client: Option<&Registration>,
-        session: Option<(&Session, Option<&str>)>,
+        session: Option<(&SessionRecord, Option<&str>)>,
     ) -> Result<()> {
         let client = client.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
-        client::redirect_uri_registered(&new.redirect_uri, client)?;
+        client::redirect_uri_registered(new.redirect_uri.as_str(), client)?;
         // A session put under an earlier registration of this client_id (deleted since) is not
         // this client's: nothing begun under the old one carries over.
         if let Some((session, incarnation)) = session {
@@ -120,7 +128,7 @@ impl Issue {
 
     /// Validates the call, filling omitted fields from the pending `session` when one is named.
     /// The session must already be known to be live.
-    fn new_code(&self, session: Option<&Session>) -> Result<NewCode> {
+    fn new_code(&self, session: Option<&SessionRecord>) -> Result<NewCode> {
         fn pick(given: Option<String>, from_session: Option<&Option<String>>) -> Option<String> {
             given.or_else(|| from_session.cloned().flatten())
         }
@@ -139,24 +147,34 @@ impl Issue {
         let scope = pick(p.scope, session.map(|s| &s.scope));
         let resource = pick(p.resource, session.map(|s| &s.resource));
 
-        let client_id = client_id.ok_or_else(|| Error::invalid("client_id", "required"))?;
-        validate::id("client_id", &client_id)?;
+        // Each field is parsed where it was checked before, so the first bad field reported
+        // stays the same; a field filled in from the session is checked like a given one.
+        let client_id =
+            ClientId::parse("client_id", client_id.ok_or_else(|| Error::invalid("client_id", "required"))?)?;
         if let Some(s) = session
-            && s.client_id != client_id
+            && s.client_id != client_id.as_str()
         {
             return Err(Error::invalid("client_id", "differs from the session's client"));
         }
         let user_id = user_id.ok_or_else(|| Error::invalid("user_id", "required"))?;
-        let redirect_uri = redirect_uri.ok_or_else(|| Error::invalid("redirect_uri", "required"))?;
-        validate::redirect_uri("redirect_uri", &redirect_uri)?;
+        let redirect_uri = RedirectUri::parse(
+            "redirect_uri",
+            redirect_uri.ok_or_else(|| Error::invalid("redirect_uri", "required"))?,
+        )?;
         let code_challenge =
             code_challenge.ok_or_else(|| Error::invalid("code_challenge", "required: PKCE is mandatory"))?;
         let method =
             pkce::Method::parse("code_challenge_method", code_challenge_method.as_deref(), policy.allow_plain_pkce)?;
         pkce::challenge("code_challenge", &code_challenge, method)?;
-        optional_scope_resource_user(scope.as_deref(), resource.as_deref(), Some(&user_id))?;
+        let scope = scope.map(|s| Scope::parse("scope", s)).transpose()?;
+        if let Some(resource) = &resource {
+            validate::resource("resource", resource)?;
+        }
+        let user_id = UserId::parse("user_id", user_id)?;
+        // The session's `data` is the text it was stored as, checked when it was put.
         let data = match (&p.data, session.and_then(|s| s.data.as_ref())) {
-            (Some(d), _) | (None, Some(d)) => Some(validate::data("data", d)?),
+            (Some(d), _) => Some(validate::data("data", d)?),
+            (None, Some(text)) => Some(text.clone()),
             (None, None) => None,
         };
         let expires_at = policy.code.expires_at("ttl_secs", p.ttl_secs, self.now)?;
@@ -172,7 +190,7 @@ impl Issue {
             scope,
             resource,
             data,
-            session_id: session.map(|s| s.id.clone()),
+            session_id: session.and(self.session_id.clone()),
             state: session.and_then(|s| s.state.clone()),
             expires_at,
         })

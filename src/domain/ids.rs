@@ -6,6 +6,7 @@
 
 use super::validate;
 use crate::error::Result;
+use crate::secret;
 
 /// A client id: 1 to 256 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,60 @@ pub struct UserId(String);
 /// A grant id: 1 to 256 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantId(String);
+
+/// A session id: 1 to 256 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionId(String);
+
+/// A redirect URI: absolute, no fragment, `https`, or `http` on a loopback host. Kept as the
+/// text the caller gave (what is stored and compared), not as its parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectUri(String);
+
+/// An OAuth scope: space-separated tokens (RFC 6749 §3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(String);
+
+impl SessionId {
+    /// Checks `value`, given in the params field `field`.
+    pub fn parse(field: &str, value: String) -> Result<Self> {
+        validate::id(field, &value)?;
+        Ok(Self(value))
+    }
+
+    /// A fresh random id, for a session put without one.
+    pub fn generate() -> Self {
+        Self(secret::generate_id())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl RedirectUri {
+    /// Checks `value`, given in the params field `field`.
+    pub fn parse(field: &str, value: String) -> Result<Self> {
+        validate::redirect_uri(field, &value)?;
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Scope {
+    /// Checks `value`, given in the params field `field`.
+    pub fn parse(field: &str, value: String) -> Result<Self> {
+        validate::scope(field, &value)?;
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl ClientId {
     /// Checks `value`, given in the params field `field`.

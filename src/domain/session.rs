@@ -3,14 +3,14 @@
 use chrono::{DateTime, Utc};
 
 use super::client::{self, Registration};
+use super::ids::{ClientId, RedirectUri, Scope, SessionId, UserId};
 use super::{Policy, pkce, validate};
 use crate::error::{Error, InvalidClient, NotFound, Result};
-use crate::secret;
-use crate::types::{Session, SessionPut, SessionUpdate};
+use crate::types::{SessionPut, SessionUpdate};
 
-/// A validated `session.put`.
+/// A stored session, as the store read it back.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewSession {
+pub struct SessionRecord {
     pub id: String,
     pub client_id: String,
     pub redirect_uri: String,
@@ -20,6 +20,25 @@ pub struct NewSession {
     pub scope: Option<String>,
     pub resource: Option<String>,
     pub user_id: Option<String>,
+    /// The caller's `data`, as the JSON text stored.
+    pub data: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A validated `session.put`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub client_id: ClientId,
+    pub redirect_uri: RedirectUri,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub scope: Option<Scope>,
+    pub resource: Option<String>,
+    pub user_id: Option<UserId>,
     /// The caller's `data`, as JSON text.
     pub data: Option<String>,
     pub expires_at: DateTime<Utc>,
@@ -28,14 +47,11 @@ pub struct NewSession {
 /// Validates `session.put` params; generates the id when absent.
 pub fn put(p: SessionPut, policy: &Policy, now: DateTime<Utc>) -> Result<NewSession> {
     let id = match p.id {
-        Some(id) => {
-            validate::id("id", &id)?;
-            id
-        }
-        None => secret::generate_id(),
+        Some(id) => SessionId::parse("id", id)?,
+        None => SessionId::generate(),
     };
-    validate::id("client_id", &p.client_id)?;
-    validate::redirect_uri("redirect_uri", &p.redirect_uri)?;
+    let client_id = ClientId::parse("client_id", p.client_id)?;
+    let redirect_uri = RedirectUri::parse("redirect_uri", p.redirect_uri)?;
     if let Some(state) = &p.state {
         validate::state("state", state)?;
     }
@@ -54,19 +70,24 @@ pub fn put(p: SessionPut, policy: &Policy, now: DateTime<Utc>) -> Result<NewSess
         }
         None => None,
     };
-    optional_scope_resource_user(p.scope.as_deref(), p.resource.as_deref(), p.user_id.as_deref())?;
+    // The order of the checks is the order in which a bad field is reported.
+    let scope = p.scope.map(|s| Scope::parse("scope", s)).transpose()?;
+    if let Some(resource) = &p.resource {
+        validate::resource("resource", resource)?;
+    }
+    let user_id = p.user_id.map(|u| UserId::parse("user_id", u)).transpose()?;
     let data = p.data.as_ref().map(|d| validate::data("data", d)).transpose()?;
     let expires_at = policy.session.expires_at("ttl_secs", p.ttl_secs, now)?;
     Ok(NewSession {
         id,
-        client_id: p.client_id,
-        redirect_uri: p.redirect_uri,
+        client_id,
+        redirect_uri,
         state: p.state,
         code_challenge: p.code_challenge,
         code_challenge_method: method,
-        scope: p.scope,
+        scope,
         resource: p.resource,
-        user_id: p.user_id,
+        user_id,
         data,
         expires_at,
     })
@@ -75,50 +96,50 @@ pub fn put(p: SessionPut, policy: &Policy, now: DateTime<Utc>) -> Result<NewSess
 /// A validated `session.update`: `None` leaves a field as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionChange {
-    pub id: String,
-    pub user_id: Option<String>,
-    pub scope: Option<String>,
+    pub id: SessionId,
+    pub user_id: Option<UserId>,
+    pub scope: Option<Scope>,
     pub data: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 pub fn update(p: SessionUpdate, policy: &Policy, now: DateTime<Utc>) -> Result<SessionChange> {
-    validate::id("id", &p.id)?;
-    optional_scope_resource_user(p.scope.as_deref(), None, p.user_id.as_deref())?;
+    let id = SessionId::parse("id", p.id)?;
+    let scope = p.scope.map(|s| Scope::parse("scope", s)).transpose()?;
+    let user_id = p.user_id.map(|u| UserId::parse("user_id", u)).transpose()?;
     let data = p.data.as_ref().map(|d| validate::data("data", d)).transpose()?;
     let expires_at = p.ttl_secs.map(|ttl| policy.session.expires_at("ttl_secs", Some(ttl), now)).transpose()?;
-    Ok(SessionChange { id: p.id, user_id: p.user_id, scope: p.scope, data, expires_at })
+    Ok(SessionChange { id, user_id, scope, data, expires_at })
 }
 
 /// Whether the session `s` may be stored for `client` (as read just before): the client exists
 /// and registered the redirect URI.
 pub fn may_put(s: &NewSession, client: Option<&Registration>) -> Result<()> {
     let client = client.ok_or(Error::InvalidClient(InvalidClient::UnknownClient))?;
-    client::redirect_uri_registered(&s.redirect_uri, client)
+    client::redirect_uri_registered(s.redirect_uri.as_str(), client)
 }
 
 /// A validated `session.get`: the session `id`, seen at `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Get {
-    pub id: String,
+    pub id: SessionId,
     pub now: DateTime<Utc>,
 }
 
 /// Validates `session.get`.
 pub fn get(id: String, now: DateTime<Utc>) -> Result<Get> {
-    validate::id("id", &id)?;
-    Ok(Get { id, now })
+    Ok(Get { id: SessionId::parse("id", id)?, now })
 }
 
 impl Get {
     /// What the caller is told about the session as stored: it only while live.
-    pub fn decide(&self, found: Option<Session>) -> Result<Session> {
+    pub fn decide(&self, found: Option<SessionRecord>) -> Result<SessionRecord> {
         live(found, self.now)
     }
 }
 
 /// A stored session is visible only until its deadline, whether or not it was purged yet.
-pub fn live(session: Option<Session>, now: DateTime<Utc>) -> Result<Session> {
+pub fn live(session: Option<SessionRecord>, now: DateTime<Utc>) -> Result<SessionRecord> {
     match session {
         None => Err(Error::NotFound(NotFound::Missing)),
         Some(s) if s.expires_at <= now => Err(Error::NotFound(NotFound::Expired)),

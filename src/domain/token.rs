@@ -5,13 +5,12 @@
 //! it mints a fresh successor and revokes the previous one, outside it revokes the family.
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::Value;
 
 use super::session::optional_scope_resource_user;
 use super::{Policy, validate};
 use crate::error::{Error, InvalidGrant, NotFound, Result};
 use crate::secret::{self, Mint};
-use crate::types::{TokenInfo, TokenIssue, TokenRevoke, TokenRotate};
+use crate::types::{TokenIssue, TokenRevoke, TokenRotate};
 
 /// A token's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +158,8 @@ pub fn get(token: &str, now: DateTime<Utc>) -> Result<Get> {
 
 impl Get {
     /// What the caller is told about the token as stored: its metadata while active.
-    pub fn decide(&self, found: Option<TokenRecord>) -> Result<TokenInfo> {
-        Ok(info(active(found, self.now)?))
+    pub fn decide(&self, found: Option<TokenRecord>) -> Result<TokenRecord> {
+        active(found, self.now)
     }
 }
 
@@ -340,22 +339,6 @@ pub fn revoke_scope(p: TokenRevoke) -> Result<RevokeScope> {
         _ => {
             Err(Error::invalid("token", "give exactly one of {token}, {grant_id}, {client_id, user_id?} or {user_id}"))
         }
-    }
-}
-
-/// A token's public metadata.
-pub fn info(token: TokenRecord) -> TokenInfo {
-    TokenInfo {
-        token_id: token.token_id,
-        grant_id: token.grant_id,
-        client_id: token.client_id,
-        user_id: token.user_id,
-        scope: token.scope,
-        resource: token.resource,
-        data: token.data.and_then(|d| serde_json::from_str::<Value>(&d).ok()),
-        issued_at: token.issued_at,
-        expires_at: token.expires_at,
-        last_used_at: token.last_used_at,
     }
 }
 

@@ -7,6 +7,7 @@ use jsonrpsee::core::{RpcResult, async_trait};
 use super::api::ClientApiServer;
 use super::context::Context;
 use super::params::Params;
+use super::wire;
 use crate::domain::{client, cursor, validate};
 use crate::error::Error;
 use crate::types::{
@@ -26,7 +27,9 @@ impl ClientApiServer for ClientRpc {
         let now = self.cx.now();
         let call = self.cx.call("client.register", p.idempotency_key.take(), &p, now)?;
         let new = client::register(p, &call.mint)?;
-        self.cx.run(move |cx| async move { cx.store.client_register(new, call.keyed.as_ref(), now).await }).await
+        let registered =
+            self.cx.run(move |cx| async move { cx.store.client_register(new, call.keyed.as_ref(), now).await });
+        Ok(wire::client(registered.await?, now))
     }
 
     /// Handler for `client.get`.
@@ -34,7 +37,8 @@ impl ClientApiServer for ClientRpc {
         let p = params.into_inner()?;
         client_id_syntax(&p.client_id)?;
         let now = self.cx.now();
-        self.cx.run(move |cx| async move { cx.store.client_get(&p.client_id, now).await }).await
+        let found = self.cx.run(move |cx| async move { cx.store.client_get(&p.client_id).await }).await?;
+        Ok(wire::client(found, now))
     }
 
     /// Handler for `client.list`.
@@ -43,9 +47,9 @@ impl ClientApiServer for ClientRpc {
         let limit = validate::limit(p.limit)?;
         let after = p.cursor.as_deref().map(cursor::decode).transpose()?;
         let now = self.cx.now();
-        let rows = self.cx.run(move |cx| async move { cx.store.client_list(after, limit, now).await }).await?;
+        let rows = self.cx.run(move |cx| async move { cx.store.client_list(after, limit).await }).await?;
         let (items, next_cursor) = cursor::page(rows, limit, |c| &c.client_id);
-        Ok(Page { items, next_cursor })
+        Ok(Page { items: items.into_iter().map(|c| wire::client(c, now)).collect(), next_cursor })
     }
 
     /// Handler for `client.update`.
@@ -55,7 +59,9 @@ impl ClientApiServer for ClientRpc {
         let now = self.cx.now();
         let call = self.cx.call("client.update", p.idempotency_key.take(), &p, now)?;
         let update = client::update(p.client_id, p.metadata, p.rotate_secret.unwrap_or(false), &call.mint)?;
-        self.cx.run(move |cx| async move { cx.store.client_update(&update, call.keyed.as_ref(), now).await }).await
+        let updated =
+            self.cx.run(move |cx| async move { cx.store.client_update(&update, call.keyed.as_ref(), now).await });
+        Ok(wire::client(updated.await?, now))
     }
 
     /// Handler for `client.authenticate`.
@@ -64,8 +70,8 @@ impl ClientApiServer for ClientRpc {
         client_id_syntax(&p.client_id)?;
         let auth = client::authenticate(p.client_id, &p.client_secret)?;
         let now = self.cx.now();
-        let client = self.cx.run(move |cx| async move { cx.store.client_authenticate(&auth, now).await }).await?;
-        Ok(Authenticated { authenticated: true, client })
+        let client = self.cx.run(move |cx| async move { cx.store.client_authenticate(&auth).await }).await?;
+        Ok(Authenticated { authenticated: true, client: wire::client(client, now) })
     }
 
     /// Handler for `client.delete`.
@@ -88,7 +94,9 @@ impl ClientApiServer for ClientRpc {
         let now = self.cx.now();
         let call = self.cx.call("client.cache_document", p.idempotency_key.take(), &p, now)?;
         let doc = client::cache_document(p, self.cx.policy.document_max_age_secs)?;
-        self.cx.run(move |cx| async move { cx.store.client_cache_document(doc, call.keyed.as_ref(), now).await }).await
+        let cached =
+            self.cx.run(move |cx| async move { cx.store.client_cache_document(doc, call.keyed.as_ref(), now).await });
+        Ok(wire::client(cached.await?, now))
     }
 }
 

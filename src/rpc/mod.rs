@@ -15,6 +15,7 @@ mod server;
 mod sessions;
 mod subscription;
 mod tokens;
+mod wire;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@ use super::api::SessionApiServer;
 use super::context::Context;
 use super::params::Params;
 use super::subscription::{self, Stream};
-use crate::domain::ids::{ClientId, UserId};
+use crate::domain::ids::{ClientId, SessionId, UserId};
 use crate::domain::{cursor, session, validate};
 use crate::store::SessionFilter;
 use crate::types::{
@@ -29,14 +29,15 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.put", p.idempotency_key.take(), &p, now)?;
         let new = session::put(p, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_put(new, call.keyed.as_ref(), now).await }).await
+        let put = self.cx.run(move |cx| async move { cx.store.session_put(new, call.keyed.as_ref(), now).await });
+        Ok(put.await?.into())
     }
 
     /// Handler for `session.get`.
     async fn get(&self, params: Params<SessionRef>) -> RpcResult<Session> {
         let p = params.into_inner()?;
         let get = session::get(p.id, self.cx.now())?;
-        self.cx.run(move |cx| async move { cx.store.session_get(&get).await }).await
+        Ok(self.cx.run(move |cx| async move { cx.store.session_get(&get).await }).await?.into())
     }
 
     /// Handler for `session.update`.
@@ -45,19 +46,19 @@ impl SessionApiServer for SessionRpc {
         let now = self.cx.now();
         let call = self.cx.call("session.update", p.idempotency_key.take(), &p, now)?;
         let change = session::update(p, &self.cx.policy, now)?;
-        self.cx.run(move |cx| async move { cx.store.session_update(change, call.keyed.as_ref(), now).await }).await
+        let updated =
+            self.cx.run(move |cx| async move { cx.store.session_update(change, call.keyed.as_ref(), now).await });
+        Ok(updated.await?.into())
     }
 
     /// Handler for `session.delete`.
     async fn delete(&self, params: Params<SessionDelete>) -> RpcResult<Deleted> {
         let mut p = params.into_inner()?;
-        validate::id("id", &p.id)?;
+        let id = SessionId::parse("id", p.id.clone())?;
         let now = self.cx.now();
         let call = self.cx.call("session.delete", p.idempotency_key.take(), &p, now)?;
-        let deleted = self
-            .cx
-            .run(move |cx| async move { cx.store.session_delete(&p.id, call.keyed.as_ref(), now).await })
-            .await?;
+        let deleted =
+            self.cx.run(move |cx| async move { cx.store.session_delete(&id, call.keyed.as_ref(), now).await }).await?;
         Ok(Deleted { deleted })
     }
 
@@ -71,7 +72,7 @@ impl SessionApiServer for SessionRpc {
         let rows =
             self.cx.run(move |cx| async move { cx.store.session_list(&filter, after, limit, now).await }).await?;
         let (items, next_cursor) = cursor::page(rows, limit, |s| &s.id);
-        Ok(Page { items, next_cursor })
+        Ok(Page { items: items.into_iter().map(Session::from).collect(), next_cursor })
     }
 
     /// Handler for `session.purge`.

@@ -35,7 +35,7 @@ impl TokenApiServer for TokenRpc {
     async fn get(&self, params: Params<TokenRef>) -> RpcResult<TokenInfo> {
         let p = params.into_inner()?;
         let get = token::get(&p.token, self.cx.now())?;
-        self.cx.run(move |cx| async move { cx.store.token_get(&get).await }).await
+        Ok(self.cx.run(move |cx| async move { cx.store.token_get(&get).await }).await?.into())
     }
 
     /// Handler for `token.rotate`.
@@ -71,7 +71,7 @@ impl TokenApiServer for TokenRpc {
         let now = self.cx.now();
         let rows = self.cx.run(move |cx| async move { cx.store.token_list(&filter, after, limit, now).await }).await?;
         let (items, next_cursor) = cursor::page(rows, limit, |t| &t.token_id);
-        Ok(Page { items, next_cursor })
+        Ok(Page { items: items.into_iter().map(TokenInfo::from).collect(), next_cursor })
     }
 
     /// Handler for `token.subscribe`.

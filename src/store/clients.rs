@@ -1,15 +1,15 @@
 //! Registered clients and cached client ID metadata documents.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::events::{BY_CLIENT, EventKind, revoke_families, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Emits, Store, StoreError, Vars, record, take_all, take_returned};
-use crate::domain::client::{Authenticate, CachedDocument, NewClient, Origin, Registration, Update};
+use crate::domain::client::{Authenticate, CachedDocument, ClientRecord, NewClient, Origin, Registration, Update};
 use crate::domain::idempotency::Keyed;
 use crate::error::{Error, NotFound};
-use crate::types::{Client, ClientMetadata};
+use crate::types::ClientMetadata;
 
 /// A `client` row as stored.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,27 +40,25 @@ impl ClientRow {
         if self.origin == "registered" { Origin::Registered } else { Origin::Document }
     }
 
-    fn into_client(self, now: DateTime<Utc>) -> Result<Client, StoreError> {
+    fn into_record(self) -> Result<ClientRecord, StoreError> {
         let metadata: ClientMetadata =
             serde_json::from_str(&self.metadata).map_err(|e| StoreError::Decode(format!("client metadata: {e}")))?;
-        let is_document = self.origin == "document";
-        let stale = is_document.then(|| now >= self.updated_at + Duration::seconds(self.max_age_secs.unwrap_or(0)));
-        Ok(Client {
+        Ok(ClientRecord {
+            origin: self.origin(),
             client_id: self.client_id,
-            client_id_issued_at: self.issued_at.timestamp(),
-            client_secret_expires_at: 0,
-            client_secret: None,
             metadata,
-            document_stale: stale,
-            document_cached_at: is_document.then_some(self.updated_at),
+            issued_at: self.issued_at,
+            updated_at: self.updated_at,
+            max_age_secs: self.max_age_secs,
+            secret: None,
         })
     }
 }
 
 /// What `client.update` and `client.register` hand back: the client and, when one was minted,
 /// the plaintext secret.
-fn with_secret(mut client: Client, secret: Option<String>) -> Client {
-    client.client_secret = secret;
+fn with_secret(mut client: ClientRecord, secret: Option<String>) -> ClientRecord {
+    client.secret = secret;
     client
 }
 
@@ -75,7 +73,7 @@ impl Store {
         new: NewClient,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
-    ) -> Result<Client, StoreError> {
+    ) -> Result<ClientRecord, StoreError> {
         let metadata = metadata_json(&new.meta.metadata)?;
         let sql = format!(
             "BEGIN; \
@@ -99,7 +97,7 @@ impl Store {
         // from the key.
         let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars, Emits::Nothing).await?;
         let row = row.ok_or_else(|| StoreError::Decode("CREATE returned nothing".into()))?;
-        Ok(with_secret(row.into_client(now)?, new.secret))
+        Ok(with_secret(row.into_record()?, new.secret))
     }
 
     /// `client.cache_document`: stores or replaces a client ID metadata document.
@@ -108,7 +106,7 @@ impl Store {
         doc: CachedDocument,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
-    ) -> Result<Client, StoreError> {
+    ) -> Result<ClientRecord, StoreError> {
         let CachedDocument { client_id, meta, max_age_secs, incarnation } = doc;
         let metadata = metadata_json(&meta.metadata)?;
         // A registered client keeps its registration: a document may not take over its id.
@@ -133,24 +131,19 @@ impl Store {
             .set("max_age_secs", i64::try_from(max_age_secs).unwrap_or(i64::MAX))
             .set("now", now);
         let row: Option<ClientRow> = self.keyed_transaction::<ClientRow>(keyed, &sql, &vars, Emits::Nothing).await?;
-        row.ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))?.into_client(now)
+        row.ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))?.into_record()
     }
 
     /// `client.get`.
-    pub async fn client_get(&self, client_id: &str, now: DateTime<Utc>) -> Result<Client, StoreError> {
+    pub async fn client_get(&self, client_id: &str) -> Result<ClientRecord, StoreError> {
         match self.client_row(client_id).await? {
-            Some(row) => row.into_client(now),
+            Some(row) => row.into_record(),
             None => Err(Error::NotFound(NotFound::Missing).into()),
         }
     }
 
     /// `client.list`: clients in id order after `after`, `limit` + 1 rows.
-    pub async fn client_list(
-        &self,
-        after: Option<String>,
-        limit: usize,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Client>, StoreError> {
+    pub async fn client_list(&self, after: Option<String>, limit: usize) -> Result<Vec<ClientRecord>, StoreError> {
         let sql = if after.is_some() {
             "SELECT * FROM client WHERE client_id > $after_key ORDER BY client_id LIMIT $limit"
         } else {
@@ -158,7 +151,7 @@ impl Store {
         };
         let vars = Vars::new().set("after_key", after).set("limit", limit as i64 + 1);
         let rows: Vec<ClientRow> = take_all(&mut self.query(sql, vars).await?, 0)?;
-        rows.into_iter().map(|row| row.into_client(now)).collect()
+        rows.into_iter().map(ClientRow::into_record).collect()
     }
 
     /// `client.update`: replaces a registered client's metadata, with the secret `update`
@@ -168,14 +161,14 @@ impl Store {
         update: &Update,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
-    ) -> Result<Client, StoreError> {
+    ) -> Result<ClientRecord, StoreError> {
         let metadata = metadata_json(&update.meta.metadata)?;
         let rid = record("client", &update.client_id);
         // A retry gets the recorded client and, if the first call minted a secret, that secret
         // again.
         let recalled = |row: ClientRow| {
             let again = update.minted_again(row.secret_hash.as_deref());
-            Ok(with_secret(row.into_client(now)?, again))
+            Ok(with_secret(row.into_record()?, again))
         };
         self.keyed(keyed, recalled, || async {
             let current = self.client_row(&update.client_id).await?;
@@ -200,17 +193,17 @@ impl Store {
                 .set("now", now);
             let row: Option<ClientRow> = take_returned(&mut self.query(&sql, vars).await?)?;
             let row = row.ok_or(StoreError::Retry)?;
-            Ok(with_secret(row.into_client(now)?, change.new_secret))
+            Ok(with_secret(row.into_record()?, change.new_secret))
         })
         .await
     }
 
     /// `client.authenticate`: the client, if `auth` accepts the secret digest stored with it.
-    pub async fn client_authenticate(&self, auth: &Authenticate, now: DateTime<Utc>) -> Result<Client, StoreError> {
+    pub async fn client_authenticate(&self, auth: &Authenticate) -> Result<ClientRecord, StoreError> {
         let row = self.client_row(&auth.client_id).await?;
         auth.decide(row.as_ref().map(|r| r.secret_hash.as_deref()))?;
         match row {
-            Some(row) => row.into_client(now),
+            Some(row) => row.into_record(),
             None => Err(Error::NotFound(NotFound::Missing).into()),
         }
     }

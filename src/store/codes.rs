@@ -9,8 +9,9 @@ use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Emits, Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume, Consumption, Issue};
 use crate::domain::idempotency::Keyed;
+use crate::domain::session::SessionRecord;
 use crate::error::{Error, InvalidGrant, NotFound};
-use crate::types::{ConsumedCode, IssuedCode, Session};
+use crate::types::{ConsumedCode, IssuedCode};
 
 /// A `code` row as stored.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,8 +53,7 @@ impl From<CodeRow> for CodeRecord {
 
 /// `code.consume`'s burn: exactly one transaction can move `consumed_at` from NONE. Public so
 /// the benchmark's raw ceiling (`authstore-tools bench --raw`) runs this very text.
-pub const CODE_BURN: &str =
-    "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until WHERE consumed_at = NONE RETURN AFTER";
+pub const CODE_BURN: &str = "UPDATE ONLY $item.rid SET consumed_at = $item.now, expires_at = $item.keep_until WHERE consumed_at = NONE RETURN AFTER";
 
 impl Store {
     /// `code.issue`. With `session_id`, the session is consumed in the same transaction
@@ -68,14 +68,14 @@ impl Store {
         let recalled = |answer: IssuedCode| Ok(IssuedCode { code: issue.code().to_string(), ..answer });
         self.keyed(keyed, recalled, || async {
             let row = match issue.session_id() {
-                Some(id) => self.session_row(id).await?,
+                Some(id) => self.session_row(id.as_str()).await?,
                 None => None,
             };
-            let new = issue.decide(row.clone().map(Session::from))?;
+            let new = issue.decide(row.clone().map(SessionRecord::from))?;
             // Decided over a live session: `pending` is the session as read, its revision and
             // the client incarnation stored with it.
-            let pending = row.map(|r| (r.rev, r.client_incarnation.clone(), Session::from(r)));
-            let client = self.client_row(&new.client_id).await?;
+            let pending = row.map(|r| (r.rev, r.client_incarnation.clone(), SessionRecord::from(r)));
+            let client = self.client_row(new.client_id.as_str()).await?;
             issue.may_issue(
                 &new,
                 client.as_ref().map(|c| c.registration()).as_ref(),
@@ -113,30 +113,30 @@ impl Store {
                 code: new.code.clone(),
                 grant_id: new.grant_id.clone(),
                 expires_at: new.expires_at,
-                client_id: new.client_id.clone(),
-                redirect_uri: new.redirect_uri.clone(),
+                client_id: new.client_id.as_str().to_string(),
+                redirect_uri: new.redirect_uri.as_str().to_string(),
                 state: new.state.clone(),
-                scope: new.scope.clone(),
+                scope: new.scope.as_ref().map(|s| s.as_str().to_string()),
                 resource: new.resource.clone(),
             };
             let vars = bind(Vars::new(), keyed)
                 .set("idem_answer", recordable(&issued)?)
-                .set("client", record("client", &new.client_id))
+                .set("client", record("client", new.client_id.as_str()))
                 .set("incarnation", client.incarnation)
                 .set("client_updated_at", client.updated_at)
                 .set("rid", record("code", &new.hash))
                 .set("session_rid", session_rid)
                 .set("session_rev", session_rev)
                 .set("grant_id", new.grant_id.clone())
-                .set("client_id", new.client_id)
-                .set("user_id", new.user_id)
-                .set("redirect_uri", new.redirect_uri)
+                .set("client_id", new.client_id.as_str().to_string())
+                .set("user_id", new.user_id.as_str().to_string())
+                .set("redirect_uri", new.redirect_uri.as_str().to_string())
                 .set("code_challenge", new.code_challenge)
                 .set("code_challenge_method", new.code_challenge_method)
-                .set("scope", new.scope)
+                .set("scope", new.scope.as_ref().map(|s| s.as_str().to_string()))
                 .set("resource", new.resource)
                 .set("data", new.data)
-                .set("session_id", new.session_id)
+                .set("session_id", new.session_id.as_ref().map(|s| s.as_str().to_string()))
                 .set("expires_at", new.expires_at)
                 .set("now", now);
             self.run(&sql, vars, emits).await?;
@@ -176,7 +176,8 @@ impl Store {
                     Consume::Burn(reason) => bind_refusal(Vars::new(), &Error::InvalidGrant(*reason)),
                     Consume::Replay => Vars::new(),
                 };
-                let burned: Option<CodeRow> = self.write_keyed(CODE_BURN, vars, keyed, "$idem_answer", recorded).await?;
+                let burned: Option<CodeRow> =
+                    self.write_keyed(CODE_BURN, vars, keyed, "$idem_answer", recorded).await?;
                 if burned.is_none() {
                     // Someone else consumed (or purged) it first: decide again from a fresh read.
                     return Err(StoreError::Retry);

@@ -48,18 +48,18 @@ use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 use tokio::sync::Notify;
 
+pub use codes::CODE_BURN;
 pub use connection::{DEFAULT_TIMEOUT, Location, StoreConfig, repair_wal};
 pub use error::StoreError;
 pub use event_log::{EventRecord, LogBounds};
 pub use events::EventKind;
 pub use expiry::ExpiryPass;
-pub use codes::CODE_BURN;
 pub use sessions::{SESSION_PUT, SessionFilter};
 pub use tokens::TokenFilter;
 pub use wal_tail::WalRepair;
 
 use connection::Health;
-use query::{Emits, Vars, parse_data, record, take_all, take_one, take_returned};
+use query::{Emits, Vars, record, take_all, take_one, take_returned};
 use retry::{MAX_ATTEMPTS, backoff, thrown};
 
 /// The handle to authstore's data. Cheap to clone.

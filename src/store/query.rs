@@ -167,11 +167,6 @@ pub(super) fn take_returned<T: DeserializeOwned>(results: &mut IndexedResults) -
     take_one(results, index)
 }
 
-/// Parses the JSON text we stored for a caller's `data`.
-pub(super) fn parse_data(text: Option<String>) -> Option<serde_json::Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,12 +5,11 @@ use serde::Deserialize;
 
 use super::events::{EventKind, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
-use super::{Emits, Store, StoreError, Vars, parse_data, record, take_all};
+use super::{Emits, Store, StoreError, Vars, record, take_all};
 use crate::domain::idempotency::Keyed;
-use crate::domain::ids::{ClientId, UserId};
-use crate::domain::session::{self, Get, NewSession, SessionChange};
+use crate::domain::ids::{ClientId, SessionId, UserId};
+use crate::domain::session::{self, Get, NewSession, SessionChange, SessionRecord};
 use crate::error::{Error, NotFound};
-use crate::types::Session;
 
 /// A `session` row as stored.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,9 +32,9 @@ pub(super) struct SessionRow {
     pub(super) client_incarnation: Option<String>,
 }
 
-impl From<SessionRow> for Session {
+impl From<SessionRow> for SessionRecord {
     fn from(row: SessionRow) -> Self {
-        Session {
+        SessionRecord {
             id: row.session_id,
             client_id: row.client_id,
             redirect_uri: row.redirect_uri,
@@ -45,7 +44,7 @@ impl From<SessionRow> for Session {
             scope: row.scope,
             resource: row.resource,
             user_id: row.user_id,
-            data: parse_data(row.data),
+            data: row.data,
             created_at: row.created_at,
             updated_at: row.updated_at,
             expires_at: row.expires_at,
@@ -94,18 +93,18 @@ impl Store {
         s: NewSession,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
-    ) -> Result<Session, StoreError> {
+    ) -> Result<SessionRecord, StoreError> {
         let vars = Vars::new()
-            .set("rid", record("session", &s.id))
-            .set("id", s.id.clone())
-            .set("client_id", s.client_id.clone())
-            .set("redirect_uri", s.redirect_uri.clone())
+            .set("rid", record("session", s.id.as_str()))
+            .set("id", s.id.as_str().to_string())
+            .set("client_id", s.client_id.as_str().to_string())
+            .set("redirect_uri", s.redirect_uri.as_str().to_string())
             .set("state", s.state.clone())
             .set("code_challenge", s.code_challenge.clone())
             .set("code_challenge_method", s.code_challenge_method.clone())
-            .set("scope", s.scope.clone())
+            .set("scope", s.scope.as_ref().map(|v| v.as_str().to_string()))
             .set("resource", s.resource.clone())
-            .set("user_id", s.user_id.clone())
+            .set("user_id", s.user_id.as_ref().map(|v| v.as_str().to_string()))
             .set("data", s.data.clone())
             .set("expires_at", s.expires_at)
             .set("now", now);
@@ -120,14 +119,14 @@ impl Store {
                     // session stamped with another incarnation of its client (a client
                     // re-registered under the same id). Read inside the attempt, so that a keyed
                     // retry answers from its record even if the client changed since.
-                    let client = self.client_row(&s.client_id).await?;
+                    let client = self.client_row(s.client_id.as_str()).await?;
                     session::may_put(&s, client.as_ref().map(|c| c.registration()).as_ref())?;
                     let vars = vars.clone().set("client_incarnation", client.and_then(|c| c.incarnation));
                     self.write_keyed(SESSION_PUT, vars, keyed, "$r", Vars::new()).await
                 },
             )
             .await?;
-        row.map(Session::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))
+        row.map(SessionRecord::from).ok_or_else(|| StoreError::Decode("UPSERT returned nothing".into()))
     }
 
     /// The stored session row, live or not.
@@ -136,8 +135,8 @@ impl Store {
     }
 
     /// `session.get`: the session as `get` decides over the stored one.
-    pub async fn session_get(&self, get: &Get) -> Result<Session, StoreError> {
-        Ok(get.decide(self.session_row(&get.id).await?.map(Session::from))?)
+    pub async fn session_get(&self, get: &Get) -> Result<SessionRecord, StoreError> {
+        Ok(get.decide(self.session_row(get.id.as_str()).await?.map(SessionRecord::from))?)
     }
 
     /// `session.update`: changes the given fields of a live session.
@@ -146,7 +145,7 @@ impl Store {
         c: SessionChange,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
-    ) -> Result<Session, StoreError> {
+    ) -> Result<SessionRecord, StoreError> {
         let sql = format!(
             "BEGIN; \
              LET $r = (UPDATE ONLY $rid SET user_id = $user_id ?? user_id, scope = $scope ?? scope, \
@@ -158,9 +157,9 @@ impl Store {
             record = record_answer_if(keyed, "$r != NONE", "$r"),
         );
         let vars = bind(Vars::new(), keyed)
-            .set("rid", record("session", &c.id))
-            .set("user_id", c.user_id)
-            .set("scope", c.scope)
+            .set("rid", record("session", c.id.as_str()))
+            .set("user_id", c.user_id.as_ref().map(|v| v.as_str().to_string()))
+            .set("scope", c.scope.as_ref().map(|v| v.as_str().to_string()))
             .set("data", c.data)
             .set("expires_at", c.expires_at)
             .set("now", now);
@@ -168,7 +167,7 @@ impl Store {
             self.keyed_transaction::<SessionRow>(keyed, &sql, &vars, Emits::Nothing).await?;
         match updated {
             Some(row) => Ok(row.into()),
-            None => match self.session_row(&c.id).await? {
+            None => match self.session_row(c.id.as_str()).await? {
                 Some(_) => Err(Error::NotFound(NotFound::Expired).into()),
                 None => Err(Error::NotFound(NotFound::Missing).into()),
             },
@@ -180,7 +179,7 @@ impl Store {
     /// not deleted.
     pub async fn session_delete(
         &self,
-        id: &str,
+        id: &SessionId,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
@@ -195,7 +194,7 @@ impl Store {
             removed = session_event(EventKind::Deleted, "$s"),
             record = record_answer(keyed, "$deleted"),
         );
-        let vars = bind(Vars::new(), keyed).set("rid", record("session", id)).set("now", now);
+        let vars = bind(Vars::new(), keyed).set("rid", record("session", id.as_str())).set("now", now);
         let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars, Emits::Events).await?;
         Ok(deleted.unwrap_or(false))
     }
@@ -208,7 +207,7 @@ impl Store {
         after: Option<String>,
         limit: usize,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Session>, StoreError> {
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         let mut conditions = vec!["expires_at > $now"];
         conditions.extend(filter.conditions());
         if after.is_some() {
@@ -217,7 +216,7 @@ impl Store {
         let sql = format!("SELECT * FROM session WHERE {} ORDER BY session_id LIMIT $limit", conditions.join(" AND "));
         let vars = filter.bind(Vars::new()).set("after_key", after).set("limit", limit as i64 + 1).set("now", now);
         let rows: Vec<SessionRow> = take_all(&mut self.query(&sql, vars).await?, 0)?;
-        Ok(rows.into_iter().map(Session::from).collect())
+        Ok(rows.into_iter().map(SessionRecord::from).collect())
     }
 
     /// `session.purge`: removes matching sessions (with no filter, every expired one), one

@@ -13,7 +13,7 @@ use crate::domain::idempotency::Keyed;
 use crate::domain::ids::{ClientId, GrantId, UserId};
 use crate::domain::token::{self, FamilyRecord, Get, NewToken, RevokeScope, Rotate, Rotation, Status, TokenRecord};
 use crate::error::{Error, InvalidClient, InvalidGrant};
-use crate::types::{IssuedToken, TokenInfo};
+use crate::types::IssuedToken;
 
 /// A `token` row as stored.
 #[derive(Debug, Clone, Deserialize)]
@@ -199,7 +199,7 @@ impl Store {
     }
 
     /// `token.get`: what `get` decides over the stored token.
-    pub async fn token_get(&self, get: &Get) -> Result<TokenInfo, StoreError> {
+    pub async fn token_get(&self, get: &Get) -> Result<TokenRecord, StoreError> {
         Ok(get.decide(self.token_row(&get.hash).await?)?)
     }
 
@@ -370,7 +370,7 @@ impl Store {
         after: Option<String>,
         limit: usize,
         now: DateTime<Utc>,
-    ) -> Result<Vec<TokenInfo>, StoreError> {
+    ) -> Result<Vec<TokenRecord>, StoreError> {
         let mut conditions = vec!["status = 'active'", "expires_at > $now"];
         if filter.grant_id.is_some() {
             conditions.push("grant_id = $grant_id");
@@ -393,7 +393,7 @@ impl Store {
             .set("limit", limit as i64 + 1)
             .set("now", now);
         let rows: Vec<TokenRow> = take_all(&mut self.query(&sql, vars).await?, 0)?;
-        Ok(rows.into_iter().map(|row| token::info(row.into())).collect())
+        Ok(rows.into_iter().map(TokenRecord::from).collect())
     }
 }
 

@@ -17,9 +17,9 @@ use authstore::domain::code::{self, CodeRecord, Consume};
 use authstore::domain::{Policy, session as session_rules};
 use surrealdb::types::Object;
 
-use authstore::store::{CODE_BURN, SESSION_PUT};
 use crate::bench::{CHALLENGE, Outcome, REDIRECT, Until, consume, drive, public_client, session};
 use crate::surreal::{self, Db, SEED_CHUNK, query, record, seeded_session, seeded_token};
+use authstore::store::{CODE_BURN, SESSION_PUT};
 
 /// The dataset name of the preloaded sessions and tokens.
 const PRELOADED: &str = "raw";
@@ -61,7 +61,8 @@ pub async fn run(
                     async move {
                         let new = new.map_err(|e| e.to_string())?;
                         // The client first (is it registered, is the redirect URI its own?).
-                        let client = row(&db, record("client", &new.client_id)).await?.ok_or("unknown client")?;
+                        let client =
+                            row(&db, record("client", new.client_id.as_str())).await?.ok_or("unknown client")?;
                         let registered = client["redirect_uris"]
                             .as_array()
                             .is_some_and(|uris| uris.iter().any(|uri| uri.as_str() == Some(new.redirect_uri.as_str())));
@@ -69,16 +70,16 @@ pub async fn run(
                             return Err("redirect_uri not registered".to_string());
                         }
                         let mut item = Object::new();
-                        item.insert("rid", record("session", &new.id));
-                        item.insert("id", new.id);
-                        item.insert("client_id", new.client_id);
-                        item.insert("redirect_uri", new.redirect_uri);
+                        item.insert("rid", record("session", new.id.as_str()));
+                        item.insert("id", new.id.as_str().to_string());
+                        item.insert("client_id", new.client_id.as_str().to_string());
+                        item.insert("redirect_uri", new.redirect_uri.as_str().to_string());
                         item.insert("state", new.state);
                         item.insert("code_challenge", new.code_challenge);
                         item.insert("code_challenge_method", new.code_challenge_method);
-                        item.insert("scope", new.scope);
+                        item.insert("scope", new.scope.as_ref().map(|s| s.as_str().to_string()));
                         item.insert("resource", new.resource);
-                        item.insert("user_id", new.user_id);
+                        item.insert("user_id", new.user_id.as_ref().map(|u| u.as_str().to_string()));
                         item.insert("data", new.data);
                         item.insert("expires_at", new.expires_at);
                         item.insert("now", now);
