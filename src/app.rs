@@ -51,11 +51,7 @@ impl Application {
                      idempotency key derive from a secret kept in the database, so a copy of the database \
                      plus a guessable key yields them (docs/decisions.md)"
                 );
-                store
-                    .idempotency_secret(&secret::generate_server_secret())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .context("reading the idempotency secret")?
+                stored_idempotency_secret(&store).await.context("reading the idempotency secret")?
             }
         };
         let cx = Arc::new(rpc::Context {
@@ -171,4 +167,23 @@ fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<std::net:
     }
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
+}
+
+/// The server secret kept in the database, created on the first start. Nobody waits on a
+/// start, so a database slow to answer (several instances starting on one loaded server) is
+/// waited for up to the same bound the schema gets, instead of failing the start at the first
+/// call timeout.
+async fn stored_idempotency_secret(store: &Store) -> anyhow::Result<String> {
+    let fresh = secret::generate_server_secret();
+    let deadline = tokio::time::Instant::now() + crate::store::STARTUP_TIMEOUT;
+    loop {
+        match store.idempotency_secret(&fresh).await {
+            Ok(secret) => return Ok(secret),
+            Err(e) if e.is_outage() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the database has not answered yet; waiting to read the idempotency secret");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
 }

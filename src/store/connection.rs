@@ -22,8 +22,8 @@ use super::{Store, StoreError, WalRepair, batch, lock, schema, wal_tail};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bound on each round trip while the schema is applied at start (instances starting
-/// together on one server conflict and retry).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
+/// together on one server conflict and retry), and on the start's other reads.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The longest `/ready` waits for the database to answer.
 const READY_PROBE: Duration = Duration::from_secs(1);

@@ -49,7 +49,7 @@ use surrealdb::engine::any::Any;
 use tokio::sync::Notify;
 
 pub use codes::CODE_BURN;
-pub use connection::{DEFAULT_TIMEOUT, Location, StoreConfig, repair_wal};
+pub use connection::{DEFAULT_TIMEOUT, Location, STARTUP_TIMEOUT, StoreConfig, repair_wal};
 pub use error::StoreError;
 pub use event_log::{EventRecord, LogBounds};
 pub use events::EventKind;
