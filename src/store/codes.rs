@@ -31,6 +31,12 @@ struct CodeRow {
     consumed_at: Option<DateTime<Utc>>,
 }
 
+/// A `code` row read outside the store, decoded as the store decodes it (the benchmark's raw
+/// ceiling reads rows on its own connection).
+pub fn decode_code(row: serde_json::Value) -> Result<CodeRecord, StoreError> {
+    serde_json::from_value::<CodeRow>(row).map(CodeRecord::from).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
 impl From<CodeRow> for CodeRecord {
     fn from(row: CodeRow) -> Self {
         CodeRecord {

@@ -48,7 +48,7 @@ use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 use tokio::sync::Notify;
 
-pub use codes::CODE_BURN;
+pub use codes::{CODE_BURN, decode_code};
 pub use connection::{DEFAULT_TIMEOUT, Location, STARTUP_TIMEOUT, StoreConfig, repair_wal};
 pub use error::StoreError;
 pub use event_log::{EventRecord, LogBounds};

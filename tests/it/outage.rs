@@ -198,6 +198,22 @@ fn says_unchanged<T: std::fmt::Debug>(result: &Result<T, ClientError>) -> bool {
     matches!(failure(result), Some((1005, _, outcome)) if outcome.as_deref() != Some("unknown"))
 }
 
+/// The grant was not revoked: a token can still be minted into it.
+async fn assert_grant_survived(app: &TestApp, round: usize, grant_id: &str) {
+    let minted = TokenApiClient::issue(
+        &app.client,
+        TokenIssue {
+            client_id: "app".into(),
+            user_id: format!("user-{round}"),
+            grant_id: Some(grant_id.to_string()),
+            ..Default::default()
+        }
+        .into(),
+    )
+    .await;
+    assert!(minted.is_ok(), "round {round}: the grant survived the lost answer: {minted:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_code_burn_whose_commit_answer_is_lost_is_not_replayed_as_a_code_replay() {
     let proxy = Proxy::start().await;
@@ -228,19 +244,7 @@ async fn a_code_burn_whose_commit_answer_is_lost_is_not_replayed_as_a_code_repla
                 "round {round}: the legitimate caller gets its code or hears the outcome is unknown"
             ),
         }
-        // The grant was not revoked: a token can still be minted into it.
-        let minted = TokenApiClient::issue(
-            &app.client,
-            TokenIssue {
-                client_id: "app".into(),
-                user_id: format!("user-{round}"),
-                grant_id: Some(code.grant_id.clone()),
-                ..Default::default()
-            }
-            .into(),
-        )
-        .await;
-        assert!(minted.is_ok(), "round {round}: the grant survived the lost answer: {minted:?}");
+        assert_grant_survived(&app, round, &code.grant_id).await;
     }
 }
 
@@ -559,17 +563,6 @@ async fn a_keyed_consume_whose_commit_answer_is_lost_is_completed_by_its_retry()
         let retried =
             until_ok(Duration::from_secs(60), || CodeApiClient::consume(&app.client, params.clone().into())).await;
         assert_eq!(retried.grant_id, code.grant_id, "round {round}");
-        let minted = TokenApiClient::issue(
-            &app.client,
-            TokenIssue {
-                client_id: "app".into(),
-                user_id: format!("user-{round}"),
-                grant_id: Some(code.grant_id.clone()),
-                ..Default::default()
-            }
-            .into(),
-        )
-        .await;
-        assert!(minted.is_ok(), "round {round}: the grant survived the lost answer: {minted:?}");
+        assert_grant_survived(&app, round, &code.grant_id).await;
     }
 }

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use authstore::clock::{Clock, SystemClock};
-use authstore::domain::code::{self, CodeRecord, Consume};
+use authstore::domain::code::{self, Consume};
 use authstore::domain::{Policy, session as session_rules};
 use surrealdb::types::Object;
 
 use crate::bench::{CHALLENGE, Outcome, REDIRECT, Until, consume, drive, public_client, session};
 use crate::surreal::{self, Db, SEED_CHUNK, query, record, seeded_session, seeded_token};
-use authstore::store::{CODE_BURN, SESSION_PUT};
+use authstore::store::{CODE_BURN, SESSION_PUT, decode_code};
 
 /// The dataset name of the preloaded sessions and tokens.
 const PRELOADED: &str = "raw";
@@ -115,8 +115,7 @@ pub async fn run(
                         let Some(p) = p else { return Ok(false) };
                         let key = authstore::secret::digest(&p.code);
                         let stored = row(&db, record("code", &key)).await?.ok_or("no such code")?;
-                        let stored: CodeRow = serde_json::from_value(stored).map_err(|e| e.to_string())?;
-                        let stored = CodeRecord::from(stored);
+                        let stored = decode_code(stored).map_err(|e| e.to_string())?;
                         if code::consume(&stored, &p, now) != Consume::Redeem {
                             return Err("the code was refused".to_string());
                         }
@@ -135,59 +134,6 @@ pub async fn run(
         outcomes.push(outcome);
     }
     Ok(outcomes)
-}
-
-/// A `code` row as the raw path reads it (the store's own row type is private to it).
-#[derive(serde::Deserialize)]
-struct CodeRow {
-    grant_id: String,
-    client_id: String,
-    user_id: String,
-    redirect_uri: String,
-    code_challenge: String,
-    code_challenge_method: String,
-    scope: Option<String>,
-    resource: Option<String>,
-    data: Option<String>,
-    session_id: Option<String>,
-    issued_at: chrono::DateTime<chrono::Utc>,
-    expires_at: chrono::DateTime<chrono::Utc>,
-    consumed_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl From<CodeRow> for CodeRecord {
-    fn from(row: CodeRow) -> Self {
-        let CodeRow {
-            grant_id,
-            client_id,
-            user_id,
-            redirect_uri,
-            code_challenge,
-            code_challenge_method,
-            scope,
-            resource,
-            data,
-            session_id,
-            issued_at,
-            expires_at,
-            consumed_at,
-        } = row;
-        CodeRecord {
-            grant_id,
-            client_id,
-            user_id,
-            redirect_uri,
-            code_challenge,
-            code_challenge_method,
-            scope,
-            resource,
-            data,
-            session_id,
-            issued_at,
-            expires_at,
-            consumed_at,
-        }
-    }
 }
 
 /// One record, live or not.
