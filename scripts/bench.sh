@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark in docs/benchmarks.md again, on this machine, and prints the figures.
-#   scripts/bench.sh            # load (vs transport, raw SurrealDB, Redis), scale, soak, long fuzz
+#   scripts/bench.sh            # lone call and load (vs transport, raw SurrealDB, Redis), the
+#                               # engine breakdown, a burst's memory, scale, soak, long fuzz
 #   SECONDS_PER=20 CONNECTIONS=64 scripts/bench.sh
 # Needs redis-server (Debian: apt-get install redis-server). Everything runs on loopback.
 set -euo pipefail
@@ -38,10 +39,21 @@ redis-server --port 6391 --save '' --appendonly yes --appendfsync everysec --dir
 pids+=($!)
 sleep 2
 
+echo "== lone call (1 connection, 1 in flight)"
+"$tools" bench --url "ws://127.0.0.1:$PORT" --seconds 5 --connections 1 --in-flight 1 --preload 2000 \
+    --workloads ping,session.put,session.get,token.get,code.consume \
+    --raw "surrealkv://$work/raw1" --redis always=127.0.0.1:6390 --redis everysec=127.0.0.1:6391
+
 echo "== load"
 "$tools" bench --url "ws://127.0.0.1:$PORT" --seconds "$SECONDS_PER" --connections "$CONNECTIONS" --in-flight "$IN_FLIGHT" \
     --half-peak --raw "surrealkv://$work/raw" --redis always=127.0.0.1:6390 --redis everysec=127.0.0.1:6391
 kill "${pids[0]}" 2>/dev/null || true
+
+echo "== engine (a lone write inside SurrealDB, one part taken away at a time)"
+"$tools" engine --dir "$work/engine"
+
+echo "== memory after a burst of malformed frames (client never waits for answers)"
+TOOLS="$tools" PORT=$((PORT + 3)) scripts/burst-rss.sh authstore "$bin" --window 1000000
 
 echo "== scale ($SCALE_RECORDS records)"
 "$tools" scale --dir "$work/scale" --records "$SCALE_RECORDS" --port $((PORT + 2))

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
+use chrono::{DateTime, Utc};
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::clock::Clock;
 use crate::hub::Hub;
@@ -20,7 +21,12 @@ const BATCH: usize = 500;
 /// Timings of the background loops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
-    /// How often the expiry scheduler looks for due records.
+    /// Whether the expiry scheduler runs. Off only in tests that watch records pass their
+    /// deadline on a clock they move by hand.
+    pub expiry: bool,
+    /// The longest the expiry scheduler sleeps without looking for due records. It sleeps
+    /// until the next deadline it knows of: found by its last pass, or written through this
+    /// instance since. So only deadlines written by other instances wait up to this long.
     pub expiry_tick: Duration,
     /// How often the sequencer and the hub look for work they were not woken for (events
     /// written by other instances).
@@ -34,7 +40,8 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Timings {
-            expiry_tick: Duration::from_millis(50),
+            expiry: true,
+            expiry_tick: Duration::from_secs(1),
             poll: Duration::from_millis(50),
             retention: Duration::from_secs(24 * 3600),
             prune_every: Duration::from_secs(60),
@@ -57,7 +64,12 @@ impl Background {
             Err(e) => tracing::warn!(error = %e, "cannot read the event log head; starting from 0"),
         }
         let stop = tasks.stop_signal();
-        tasks.spawn("expiry-scheduler", expiry(store.clone(), clock.clone(), metrics.clone(), timings, stop.clone()));
+        if timings.expiry {
+            tasks.spawn(
+                "expiry-scheduler",
+                expiry(store.clone(), clock.clone(), metrics.clone(), timings, stop.clone()),
+            );
+        }
         tasks.spawn("sequencer", sequencer(store.clone(), clock.clone(), hub.clone(), metrics, timings, stop.clone()));
         tasks.spawn("hub-reader", read_into_hub(store.clone(), hub, timings, stop.clone()));
         tasks.spawn("pruner", pruner(store, clock, timings, stop));
@@ -76,15 +88,52 @@ impl Background {
     }
 }
 
-/// Removes due records on time, emitting `expired` with each removal.
+/// The shortest time from the end of one expiry pass to the start of the next. Deadlines closer
+/// together than this are removed by one pass, so a steady stream of them costs at most 40
+/// passes a second, each a few milliseconds late at most.
+const PASS_GAP: Duration = Duration::from_millis(25);
+
+/// Removes due records on time, emitting `expired` with each removal. Sleeps until the next
+/// deadline it knows of (found by its last pass, or written through this instance since), but
+/// starts a pass no sooner than [`PASS_GAP`] after the last one ended and no later than
+/// `expiry_tick` after it.
 async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timings: Timings, mut stop: StopSignal) {
-    let mut tick = tokio::time::interval(timings.expiry_tick);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let written = store.deadlines();
+    let mut next: Option<DateTime<Utc>> = None;
+    // When the last pass ended; `None` before the first, which runs at once.
+    let mut last_pass: Option<Instant> = None;
+    let plan = |next: Option<DateTime<Utc>>, last_pass: Option<Instant>| -> Instant {
+        let Some(last) = last_pass else { return Instant::now() };
+        let latest = last + timings.expiry_tick;
+        let due = next.map_or(latest, |at| Instant::now() + until(at, clock.now()));
+        due.min(latest).max(last + PASS_GAP)
+    };
     loop {
-        tokio::select! {
-            () = stop.stopped() => return,
-            _ = tick.tick() => {}
+        // Aimed before taking what was written, so a deadline written in between either is
+        // taken here or wakes the sleep below.
+        written.aim(next);
+        next = earliest(next, written.take());
+        written.aim(next);
+        let sleep = tokio::time::sleep_until(plan(next, last_pass));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = stop.stopped() => return,
+                () = &mut sleep => break,
+                () = written.earlier() => {
+                    let sooner = earliest(next, written.take());
+                    if sooner != next {
+                        next = sooner;
+                        written.aim(next);
+                        let wake = plan(next, last_pass);
+                        if wake < sleep.deadline() {
+                            sleep.as_mut().reset(wake);
+                        }
+                    }
+                }
+            }
         }
+        next = None;
         loop {
             let now = clock.now();
             match store.expire_due(now, BATCH).await {
@@ -93,15 +142,30 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timi
                         metrics.expiry_lateness((now - *deadline).to_std().unwrap_or_default());
                     }
                     if !pass.more {
+                        next = pass.next;
                         break;
                     }
                 }
                 Err(e) => {
-                    failed(&e, "expiry pass failed; retrying next tick");
+                    failed(&e, "expiry pass failed; retrying after the longest sleep");
                     break;
                 }
             }
         }
+        last_pass = Some(Instant::now());
+    }
+}
+
+/// How long from `now` until `at`, plus a millisecond so that a timer firing early does not
+/// find the deadline a hair ahead.
+fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or_default() + Duration::from_millis(1)
+}
+
+fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

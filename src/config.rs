@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::background::Timings;
 use crate::domain::{Lifetime, Policy};
 use crate::http::ApiKeys;
-use crate::store::{Location, StoreConfig, WalRepair};
+use crate::store::{Location, Memory, StoreConfig, WalRepair};
 
 /// How long a graceful shutdown may take by default; deployment kill timeouts must exceed it.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
@@ -106,6 +106,12 @@ pub struct ServeArgs {
     /// of the bytes cut under the data directory's `wal-cut/`. Other damage is still refused.
     #[arg(long, env = "AUTHSTORE_WAL_REPAIR", value_name = "SEGMENT@OFFSET")]
     pub wal_repair: Option<String>,
+
+    /// Memory an embedded store (surrealkv://) may keep for its block cache, in bytes (at least
+    /// 1 MiB). Default: an eighth of the machine's or the cgroup's memory, between 16 MiB and
+    /// 16 GiB (64 MiB on a 512 MB machine).
+    #[arg(long, env = "AUTHSTORE_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
 
     /// SurrealDB namespace.
     #[arg(long, env = "AUTHSTORE_DB_NAMESPACE", default_value = DEFAULT_DB_NAMESPACE)]
@@ -256,6 +262,7 @@ impl Config {
                 database: DEFAULT_DB_DATABASE.into(),
                 username: None,
                 password: None,
+                memory: Memory::default_for(None),
             },
             policy: Policy::DEFAULT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -330,6 +337,12 @@ impl TryFrom<&ServeArgs> for Config {
         let ping_interval = bounded("ws-ping-interval-secs", args.ws_ping_interval_secs, 0, DAY_SECS, "seconds")?;
         let inactivity = bounded("ws-inactivity-secs", args.ws_inactivity_secs, 1, DAY_SECS, "seconds")?;
         let shutdown_timeout = bounded("shutdown-timeout-secs", args.shutdown_timeout_secs, 0, DAY_SECS, "seconds")?;
+        let memory = match args.cache_bytes {
+            None => Memory::default_for_this_machine(),
+            Some(bytes) => {
+                Memory::default_for_this_machine().with_cache(bounded("cache-bytes", bytes, 1 << 20, 1 << 40, "bytes")?)
+            }
+        };
         let db_timeout_ms = bounded("db-timeout-ms", args.db_timeout_ms, 1, DAY_SECS * 1000, "milliseconds")?;
         let defaults = Policy::DEFAULT;
         let lifetime = |flag: &str, default_secs: u64, max: Lifetime| {
@@ -348,6 +361,7 @@ impl TryFrom<&ServeArgs> for Config {
                 database: args.db_database.clone(),
                 username: args.db_user.clone(),
                 password: args.db_pass.clone(),
+                memory,
             },
             policy: Policy {
                 session: lifetime("session-ttl-secs", args.session_ttl_secs, defaults.session)?,
@@ -427,5 +441,16 @@ mod tests {
             assert_eq!(config(&[flag, "0"]).is_ok(), zero_ok, "{flag} 0");
         }
         assert_eq!(config(&["--rotation-grace-secs", "86400"]).unwrap().policy.rotation_grace_secs, 86_400);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_a_tilde_path_is_refused() {
+        assert_eq!(config(&["--cache-bytes", "67108864"]).unwrap().store.memory.cache_bytes, 64 << 20);
+        for value in ["0", "1048575", &u64::MAX.to_string()] {
+            let error = config(&["--cache-bytes", value]).expect_err(value);
+            assert!(error.contains("--cache-bytes"), "{value}: {error}");
+        }
+        let error = Location::parse("surrealkv://~/data").expect_err("a ~ path");
+        assert!(error.contains("absolute path"), "{error}");
     }
 }

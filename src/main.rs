@@ -7,6 +7,13 @@ use authstore::clock::SystemClock;
 use authstore::config::{Cli, Command, Config};
 use clap::Parser;
 
+/// jemalloc for every allocation in the process, SurrealDB's included (docs/benchmarks.md,
+/// "Allocator"). Built with background threads: freed memory is returned on a timer, not only
+/// when the thread that freed it next allocates.
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// SurrealDB evaluates queries on the caller's stack; its own server uses 10 MiB threads in
 /// release builds and 20 MiB in debug builds.
 const STACK_BYTES: usize = if cfg!(debug_assertions) { 20 << 20 } else { 10 << 20 };

@@ -1,6 +1,10 @@
 //! Group commit: calls that reach the store while it is busy share one query.
 //!
-//! Point reads (`SELECT` of one record) and single-statement writes are queued. A worker takes
+//! A point read (`SELECT` of one record) or single-statement write that finds no other call of
+//! its kind in the store runs at once on the caller's task, as one bare statement: a lone call
+//! pays for no queue, no worker hand-off and no transaction wrapper. (A write to a remote
+//! database is always queued: only a batch can find out whether a commit whose answer was lost
+//! happened, below.) While others are in the store, calls are queued. A worker takes
 //! the first waiting job and everything queued behind it (up to [`MAX_BATCH`]) and runs them as
 //! one query: the reads as one `SELECT` over all their record ids, the writes as one
 //! transaction, so one commit (one fsync) serves every call in it. Under light load a batch
@@ -29,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use surrealdb::types::RecordId;
@@ -79,6 +84,28 @@ pub(super) struct Queues {
     timeout: Duration,
     /// The workers; taken out when they are stopped.
     workers: Arc<std::sync::Mutex<Option<Tasks>>>,
+    /// Callers inside [`Queues::read`] and [`Queues::write`]: one alone runs at once.
+    reading: Arc<AtomicUsize>,
+    writing: Arc<AtomicUsize>,
+    /// Set when the workers are told to stop; later calls fail.
+    stopped: Arc<AtomicBool>,
+}
+
+/// A caller's presence in one side of the store, counted while it waits or runs.
+struct Presence<'a>(&'a AtomicUsize);
+
+impl<'a> Presence<'a> {
+    /// Counts the caller in; `true` when nobody else was there.
+    fn enter(count: &'a AtomicUsize) -> (Self, bool) {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        (Presence(count), before == 0)
+    }
+}
+
+impl Drop for Presence<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Queues {
@@ -105,20 +132,46 @@ impl Queues {
                 }
             });
         }
-        Queues { reads, writes, timeout: store.health.timeout, workers: Arc::new(std::sync::Mutex::new(Some(workers))) }
+        Queues {
+            reads,
+            writes,
+            timeout: store.health.timeout,
+            workers: Arc::new(std::sync::Mutex::new(Some(workers))),
+            reading: Arc::default(),
+            writing: Arc::default(),
+            stopped: Arc::default(),
+        }
     }
 
     /// Stops the workers once they have run what is queued, waiting for them until `deadline`.
     /// Later calls through any handle fail as the store's workers having stopped.
     pub async fn stop_by(&self, deadline: Instant) {
+        self.stopped.store(true, Ordering::Release);
         let workers = self.workers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(workers) = workers {
             workers.stop_by(deadline).await;
         }
+        // Writes that ran at once, on their callers' tasks, finish too.
+        while self.writing.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
-    /// Waits at most the store's timeout; a read that has not started by then never will.
-    pub async fn read(&self, table: &'static str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    /// Reads at once through `store` when no other read is in the store; otherwise queues,
+    /// waiting at most the store's timeout (a read that has not started by then never will).
+    pub async fn read(
+        &self,
+        store: &Store,
+        table: &'static str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        let (_presence, alone) = Presence::enter(&self.reading);
+        if alone {
+            return store.read_now(table, key).await;
+        }
         let (reply, answer) = oneshot::channel();
         let asked = async {
             self.reads.send(Read { table, key: key.to_string(), reply }).await.map_err(|_| stopped())?;
@@ -131,7 +184,23 @@ impl Queues {
     /// may be committing: the caller hears that the outcome is unknown. The same when the
     /// workers were stopped at the shutdown deadline with the write taken (its reply dropped):
     /// only a write the queue refused is known not to have happened.
-    pub async fn write(&self, sql: &'static str, vars: Vars) -> Result<Option<serde_json::Value>, StoreError> {
+    ///
+    /// Embedded, a write that finds no other write in the store runs at once through `store`,
+    /// as a bare statement. It runs on the caller's task, which is the call's own operation
+    /// task: a client going away does not cut it short.
+    pub async fn write(
+        &self,
+        store: &Store,
+        sql: &'static str,
+        vars: Vars,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        let (_presence, alone) = Presence::enter(&self.writing);
+        if alone && !store.is_remote() {
+            return store.write_now(sql, vars).await;
+        }
         let (reply, answer) = oneshot::channel();
         let asked = async {
             self.writes.send(Write { sql, vars, reply }).await.map_err(|_| stopped())?;
@@ -253,9 +322,7 @@ impl Store {
             Err(e) => {
                 tracing::debug!(error = %e, jobs = jobs.len(), "batched read failed; reading one by one");
                 for job in jobs {
-                    let vars = Vars::new().set("rid", record(job.table, &job.key));
-                    let answer = self.query("SELECT * FROM ONLY $rid", vars).await;
-                    let _ = job.reply.send(answer.and_then(|mut r| take_one(&mut r, 0)));
+                    let _ = job.reply.send(self.read_now(job.table, &job.key).await);
                 }
                 return;
             }
@@ -304,7 +371,15 @@ impl Store {
         // Only a remote database can lose a commit's answer and then answer again: there the
         // batch records an operation id, to find its own commit. Embedded, an answer is lost
         // only with the process, and the record would be pure cost on every write.
-        let op = (self.kind == "ws").then(|| record("op", &crate::secret::generate_id()));
+        let op = self.is_remote().then(|| record("op", &crate::secret::generate_id()));
+        if let ([job], None) = (jobs, &op) {
+            // One job, embedded: its statement is a transaction of its own.
+            return match self.write_now(job.sql, job.vars.clone()).await {
+                Ok(answer) => Outcome::Committed(vec![answer]),
+                Err(StoreError::OutcomeUnknown) => Outcome::Unknown,
+                Err(e) => Outcome::Failed(e),
+            };
+        }
         let (sql, vars) = transaction(jobs, op.as_ref());
         let deadline = Instant::now() + self.health.timeout;
         // Whether an earlier attempt may have committed.

@@ -88,6 +88,7 @@ impl Store {
                 pending.as_ref().map(|(_, incarnation, s)| (s, incarnation.as_deref())),
             )?;
             let Some(client) = client else { return Err(StoreError::Retry) };
+            self.deadlines.expect(new.expires_at);
             let (complete_session, emits) = if pending.is_some() {
                 let sql = format!(
                     "LET $s = (DELETE ONLY $session_rid WHERE rev = $session_rev AND expires_at > $now RETURN BEFORE); \

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use surrealdb::engine::any;
-use surrealdb::opt::auth::Root;
+use surrealdb::types::Object;
 use tokio::sync::Notify;
 
+use super::engine::{Handle, Memory};
 use super::{Store, StoreError, WalRepair, batch, lock, schema, wal_tail};
 
 /// How long one round trip to the database may take unless configured (`--db-timeout-ms`).
@@ -48,6 +48,9 @@ impl Location {
             if path.is_empty() {
                 return Err("surrealkv:// needs a directory, e.g. surrealkv://./data/authstore".into());
             }
+            if path.starts_with('~') {
+                return Err(format!("surrealkv://{path}: `~` is not expanded; give the directory as an absolute path"));
+            }
             Ok(Location::SurrealKv(path.to_string()))
         } else if url == "mem://" || url == "memory" {
             Ok(Location::Memory)
@@ -67,7 +70,7 @@ impl Location {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(super) fn endpoint(&self) -> String {
         match self {
             // sync=every is the 3.x default; saying it keeps the guarantee visible.
             Location::SurrealKv(path) => format!("surrealkv://{path}?sync=every"),
@@ -97,6 +100,8 @@ pub struct StoreConfig {
     /// Root credentials for a remote server.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// What an embedded SurrealKV store may keep in memory (`--cache-bytes`).
+    pub memory: Memory,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -107,6 +112,7 @@ impl fmt::Debug for StoreConfig {
             .field("database", &self.database)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("memory", &self.memory)
             .finish()
     }
 }
@@ -142,17 +148,14 @@ impl Store {
             Location::SurrealKv(path) => Some(Arc::new(take_data_dir(path, None).await?)),
             Location::Memory | Location::Remote(_) => None,
         };
-        let db = any::connect(config.location.endpoint()).await?;
-        if let (Some(username), Some(password)) = (&config.username, &config.password) {
-            db.signin(Root { username: username.clone(), password: password.clone() }).await?;
-        }
-        db.use_ns(config.namespace.clone()).use_db(config.database.clone()).await?;
+        let db = Handle::open(config, config.memory).await?;
         // Applying the schema is not a call anyone waits on: it gets a generous bound.
         let health = Arc::new(Health { timeout: timeout.max(STARTUP_TIMEOUT), down: AtomicBool::new(false) });
         let mut store = Store {
             db,
             kind: config.location.kind(),
             outbox_written: Arc::new(Notify::new()),
+            deadlines: Arc::default(),
             queues: None,
             health,
             _data_dir: data_dir,
@@ -174,7 +177,8 @@ impl Store {
     /// Whether a trivial query answers within a second (or the store's timeout, if shorter).
     pub(super) async fn answers(&self) -> bool {
         matches!(
-            tokio::time::timeout(self.health.timeout.min(READY_PROBE), self.db.query("RETURN true")).await,
+            tokio::time::timeout(self.health.timeout.min(READY_PROBE), self.db.query("RETURN true", Object::default()))
+                .await,
             Ok(Ok(_))
         )
     }
@@ -204,7 +208,9 @@ impl Store {
         tokio::spawn(async move {
             let since = tokio::time::Instant::now();
             loop {
-                if let Ok(Ok(_)) = tokio::time::timeout(health.timeout, db.query("RETURN true")).await {
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(health.timeout, db.query("RETURN true", Object::default())).await
+                {
                     health.down.store(false, Ordering::Release);
                     tracing::info!(after_ms = since.elapsed().as_millis() as u64, "database reachable again");
                     return;

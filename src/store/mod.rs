@@ -27,6 +27,7 @@ mod batch;
 mod clients;
 mod codes;
 mod connection;
+mod engine;
 mod error;
 mod event_log;
 mod events;
@@ -44,16 +45,15 @@ mod wal_tail;
 use std::fmt;
 use std::sync::Arc;
 
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use tokio::sync::Notify;
 
 pub use codes::{CODE_BURN, decode_code};
 pub use connection::{DEFAULT_TIMEOUT, Location, STARTUP_TIMEOUT, StoreConfig, repair_wal};
+pub use engine::Memory;
 pub use error::StoreError;
 pub use event_log::{EventRecord, LogBounds};
 pub use events::EventKind;
-pub use expiry::ExpiryPass;
+pub use expiry::{Deadlines, ExpiryPass};
 pub use sessions::{SESSION_PUT, SessionFilter};
 pub use tokens::TokenFilter;
 pub use wal_tail::WalRepair;
@@ -65,11 +65,13 @@ use retry::{MAX_ATTEMPTS, backoff, thrown};
 /// The handle to authstore's data. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Surreal<Any>,
+    db: engine::Handle,
     kind: &'static str,
     /// Woken after every committed transaction that wrote to the outbox, so the sequencer
     /// runs at once instead of at its next tick.
     outbox_written: Arc<Notify>,
+    /// Deadlines written through this store, for the expiry scheduler.
+    deadlines: Arc<Deadlines>,
     /// Group commit for point reads and single-statement writes (`batch.rs`); `None` in the
     /// handles its own workers use.
     queues: Option<batch::Queues>,
@@ -98,6 +100,11 @@ impl Store {
     /// Resolves after the next transaction that wrote events commits.
     pub fn outbox_written(&self) -> Arc<Notify> {
         self.outbox_written.clone()
+    }
+
+    /// The deadlines written through this store since the scheduler last looked.
+    pub fn deadlines(&self) -> Arc<Deadlines> {
+        self.deadlines.clone()
     }
 
     /// `surrealkv`, `mem` or `ws`.

@@ -46,7 +46,7 @@ impl Store {
             return Err(StoreError::Unreachable);
         }
         let lost = || if writes(sql) { StoreError::OutcomeUnknown } else { StoreError::Unreachable };
-        let mut results = match tokio::time::timeout(self.health.timeout, self.db.query(sql).bind(vars.0)).await {
+        let mut results = match tokio::time::timeout(self.health.timeout, self.db.query(sql, vars.0)).await {
             Ok(Ok(results)) => results,
             // The connection dropped under this query. The client reconnects by itself and
             // queues what comes next: a blip costs only the queries in flight, an outage
@@ -91,11 +91,8 @@ impl Store {
         key: &str,
     ) -> Result<Option<T>, StoreError> {
         let value = match &self.queues {
-            Some(queues) => queues.read(table, key).await?,
-            None => take_one(
-                &mut self.query("SELECT * FROM ONLY $rid", Vars::new().set("rid", record(table, key))).await?,
-                0,
-            )?,
+            Some(queues) => queues.read(self, table, key).await?,
+            None => self.read_now(table, key).await?,
         };
         value.map(|v| serde_json::from_value(v).map_err(|e| StoreError::Decode(e.to_string()))).transpose()
     }
@@ -109,10 +106,26 @@ impl Store {
         vars: Vars,
     ) -> Result<Option<T>, StoreError> {
         let value: Option<serde_json::Value> = match &self.queues {
-            Some(queues) => queues.write(sql, vars).await?,
-            None => take_one(&mut self.query(sql, Vars::new().set("item", vars.0)).await?, 0)?,
+            Some(queues) => queues.write(self, sql, vars).await?,
+            None => self.write_now(sql, vars).await?,
         };
         value.map(|v| serde_json::from_value(v).map_err(|e| StoreError::Decode(e.to_string()))).transpose()
+    }
+
+    /// One record, read now as a query of its own.
+    pub(super) async fn read_now(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        take_one(&mut self.query("SELECT * FROM ONLY $rid", Vars::new().set("rid", record(table, key))).await?, 0)
+    }
+
+    /// One `$item.<name>` statement, run now as a transaction of its own.
+    pub(super) async fn write_now(&self, sql: &str, vars: Vars) -> Result<Option<serde_json::Value>, StoreError> {
+        take_one(&mut self.query(sql, Vars::new().set("item", vars.0)).await?, 0)
+    }
+
+    /// Whether the database is a server over the network, where a commit's answer can be lost
+    /// while the database lives on.
+    pub(super) fn is_remote(&self) -> bool {
+        self.kind == "ws"
     }
 }
 

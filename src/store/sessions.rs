@@ -94,6 +94,7 @@ impl Store {
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<SessionRecord, StoreError> {
+        self.deadlines.expect(s.expires_at);
         let vars = Vars::new()
             .set("rid", record("session", s.id.as_str()))
             .set("id", s.id.as_str().to_string())
@@ -156,6 +157,9 @@ impl Store {
              COMMIT;",
             record = record_answer_if(keyed, "$r != NONE", "$r"),
         );
+        if let Some(at) = c.expires_at {
+            self.deadlines.expect(at);
+        }
         let vars = bind(Vars::new(), keyed)
             .set("rid", record("session", c.id.as_str()))
             .set("user_id", c.user_id.as_ref().map(|v| v.as_str().to_string()))

@@ -151,6 +151,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, StoreError> {
         let answer = issued(new.clone());
+        self.deadlines.expect(new.expires_at);
         // A retry gets the recorded answer and the token again: the caller's, or minted again
         // from the key (it is never stored).
         let recalled = |answer: IssuedToken| Ok(IssuedToken { token: new.token.clone(), ..answer });
@@ -228,6 +229,7 @@ impl Store {
                 Rotation::Rotate { scope, expires_at, at } => (scope, expires_at, at, None),
                 Rotation::Reissue { scope, expires_at, revoke, at } => (scope, expires_at, at, Some(revoke)),
             };
+            self.deadlines.expect(expires_at);
             let new = rotate.successor(&old, scope, expires_at);
             let retire_old = match &replace {
                 // The presented token is active: it becomes rotated.

@@ -234,6 +234,7 @@ async fn instances_whose_clocks_differ_prune_only_a_prefix_of_the_log() {
     let options = |backend: Backend| Options {
         backend,
         timings: Timings {
+            expiry: false,
             expiry_tick: Duration::from_secs(3600),
             poll: Duration::from_secs(3600),
             retention: Duration::from_secs(60),

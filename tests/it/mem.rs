@@ -16,5 +16,7 @@ mod events;
 mod idempotency;
 #[path = "methods/sessions.rs"]
 mod sessions;
+#[path = "methods/stats.rs"]
+mod stats;
 #[path = "methods/tokens.rs"]
 mod tokens;

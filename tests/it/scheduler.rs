@@ -10,7 +10,7 @@ use authstore::domain::{Policy, session};
 use authstore::error::{Error, NotFound};
 use authstore::hub::Hub;
 use authstore::metrics::Metrics;
-use authstore::store::{Location, Store, StoreConfig, StoreError};
+use authstore::store::{EventRecord, Location, Store, StoreConfig, StoreError};
 use authstore::types::{ClientMetadata, SessionPut};
 use chrono::DateTime;
 
@@ -36,59 +36,143 @@ fn paused(test: impl std::future::Future<Output = ()> + Send + 'static) {
 #[test]
 fn the_scheduler_expires_each_record_within_one_tick_of_its_deadline_and_not_before() {
     paused(async {
-        let config = StoreConfig {
-            location: Location::Memory,
-            namespace: "t".into(),
-            database: "t".into(),
-            username: None,
-            password: None,
-        };
-        let store = Store::open(&config).await.unwrap();
-        let clock = Arc::new(ManualClock::new(DateTime::from_timestamp(1_800_000_000, 0).unwrap()));
-        let (_closing, closing_rx) = tokio::sync::watch::channel(false);
-        let hub = Hub::new(64, closing_rx);
-        let mut live = hub.subscribe();
-        let timings = Timings { expiry_tick: TICK, poll: TICK, ..Timings::default() };
-        let background =
-            Background::start(store.clone(), clock.clone(), hub.clone(), Arc::new(Metrics::new()), timings).await;
-
-        let meta = ClientMetadata {
-            redirect_uris: vec![REDIRECT.into()],
-            token_endpoint_auth_method: Some("none".into()),
-            ..Default::default()
-        };
-        let meta = client::metadata(meta, Origin::Registered).unwrap();
-        store.client_register(client::registration("app".into(), meta, None), None, clock.now()).await.unwrap();
+        // The manual clock jumps while tokio's barely moves: only the longest sleep, one tick,
+        // brings the scheduler round to look.
+        let mut s = running(TICK).await;
         for (id, ttl) in [("ten", 10), ("twenty", 20), ("thirty", 30)] {
-            let put = SessionPut {
-                id: Some(id.into()),
-                client_id: "app".into(),
-                redirect_uri: REDIRECT.into(),
-                ttl_secs: Some(ttl),
-                ..Default::default()
-            };
-            let new = session::put(put, &Policy::default(), clock.now()).unwrap();
-            store.session_put(new, None, clock.now()).await.unwrap();
+            s.put(id, ttl).await;
         }
 
         // Just before the first deadline: several ticks pass, nothing expires.
-        clock.advance(chrono::Duration::milliseconds(9_999));
+        s.clock.advance(chrono::Duration::milliseconds(9_999));
         tokio::time::sleep(TICK * 5).await;
-        assert!(live.try_recv().is_err(), "nothing expires before its deadline");
-        assert_eq!(store.stats(clock.now()).await.unwrap().sessions, 3);
+        assert!(s.live.try_recv().is_err(), "nothing expires before its deadline");
+        assert_eq!(s.store.stats(s.clock.now()).await.unwrap().sessions, 3);
 
         // At each deadline, the record goes within one tick, with its event.
         for (id, step) in [("ten", 1), ("twenty", 10_000), ("thirty", 10_000)] {
-            clock.advance(chrono::Duration::milliseconds(step));
-            let event = tokio::time::timeout(TICK * 3, live.recv()).await.expect("expired within a tick").unwrap();
+            s.clock.advance(chrono::Duration::milliseconds(step));
+            let event = tokio::time::timeout(TICK * 3, s.live.recv()).await.expect("expired within a tick").unwrap();
             assert_eq!((event.kind.as_str(), event.session_id.as_deref()), ("expired", Some(id)));
-            let get = session::get(id.into(), clock.now()).unwrap();
+            let get = session::get(id.into(), s.clock.now()).unwrap();
             assert!(
-                matches!(store.session_get(&get).await, Err(StoreError::Rejected(Error::NotFound(NotFound::Missing)))),
+                matches!(
+                    s.store.session_get(&get).await,
+                    Err(StoreError::Rejected(Error::NotFound(NotFound::Missing)))
+                ),
                 "{id} removed with its event"
             );
         }
-        assert_eq!(store.stats(clock.now()).await.unwrap().events_retained, 3);
-        background.stop().await;
+        assert_eq!(s.store.stats(s.clock.now()).await.unwrap().events_retained, 3);
+        s.background.stop().await;
+    });
+}
+
+/// A store on `mem://` with a registered client "app", and the background loops running on a
+/// manual clock with `expiry_tick` as the scheduler's longest sleep.
+struct Running {
+    store: Store,
+    clock: Arc<ManualClock>,
+    live: tokio::sync::broadcast::Receiver<Arc<EventRecord>>,
+    background: Background,
+    _closing: tokio::sync::watch::Sender<bool>,
+}
+
+async fn running(expiry_tick: Duration) -> Running {
+    let config = StoreConfig {
+        location: Location::Memory,
+        namespace: "t".into(),
+        database: "t".into(),
+        username: None,
+        password: None,
+        memory: authstore::store::Memory::default_for(None),
+    };
+    let store = Store::open(&config).await.unwrap();
+    let clock = Arc::new(ManualClock::new(DateTime::from_timestamp(1_800_000_000, 0).unwrap()));
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let hub = Hub::new(64, closing_rx);
+    let live = hub.subscribe();
+    let timings = Timings { expiry_tick, poll: TICK, ..Timings::default() };
+    let background =
+        Background::start(store.clone(), clock.clone(), hub.clone(), Arc::new(Metrics::new()), timings).await;
+    let meta = ClientMetadata {
+        redirect_uris: vec![REDIRECT.into()],
+        token_endpoint_auth_method: Some("none".into()),
+        ..Default::default()
+    };
+    let meta = client::metadata(meta, Origin::Registered).unwrap();
+    store.client_register(client::registration("app".into(), meta, None), None, clock.now()).await.unwrap();
+    Running { store, clock, live, background, _closing: closing }
+}
+
+impl Running {
+    async fn put(&self, id: &str, ttl: u64) {
+        let put = SessionPut {
+            id: Some(id.into()),
+            client_id: "app".into(),
+            redirect_uri: REDIRECT.into(),
+            ttl_secs: Some(ttl),
+            ..Default::default()
+        };
+        let new = session::put(put, &Policy::default(), self.clock.now()).unwrap();
+        self.store.session_put(new, None, self.clock.now()).await.unwrap();
+    }
+
+    /// Moves the manual clock and tokio's together, as the real ones move.
+    async fn pass(&self, ms: i64) {
+        self.clock.advance(chrono::Duration::milliseconds(ms));
+        tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+    }
+
+    async fn expired(&mut self) -> String {
+        let event = tokio::time::timeout(TICK, self.live.recv()).await.expect("expired at its deadline").unwrap();
+        assert_eq!(event.kind.as_str(), "expired");
+        event.session_id.clone().unwrap_or_default()
+    }
+}
+
+/// The scheduler sleeps until the next deadline instead of polling: with a longest sleep of an
+/// hour, a session written through this instance still expires at its deadline, and one
+/// written while the scheduler sleeps for a later deadline wakes it earlier.
+#[test]
+fn the_scheduler_wakes_for_the_deadlines_written_through_its_instance() {
+    paused(async {
+        let mut s = running(Duration::from_secs(3600)).await;
+        s.put("late", 60).await;
+        s.pass(5_000).await;
+        // Written while the scheduler sleeps until the first deadline, 55 s away.
+        s.put("soon", 10).await;
+        s.pass(9_990).await;
+        assert!(s.live.try_recv().is_err(), "nothing expires before its deadline");
+        s.pass(20).await;
+        assert_eq!(s.expired().await, "soon");
+        s.pass(44_990 - 20).await;
+        assert!(s.live.try_recv().is_err(), "the later session is still ahead");
+        s.pass(30).await;
+        assert_eq!(s.expired().await, "late");
+        s.background.stop().await;
+    });
+}
+
+/// Writes with later deadlines, arriving faster than the scheduler's pause between passes,
+/// neither hold a due deadline off nor wake the scheduler for nothing.
+#[test]
+fn a_stream_of_later_deadlines_does_not_hold_a_due_one_off() {
+    paused(async {
+        let mut s = running(Duration::from_secs(3600)).await;
+        s.put("soon", 1).await;
+        let mut expired_after_ms = None;
+        for step in 1..=1_000 {
+            s.pass(2).await;
+            s.put(&format!("later-{step}"), 60).await;
+            if let Ok(event) = s.live.try_recv() {
+                assert_eq!(event.session_id.as_deref(), Some("soon"));
+                expired_after_ms = Some(step * 2 - 1_000);
+                break;
+            }
+        }
+        let late = expired_after_ms.expect("the due session expired while the writes went on");
+        assert!((0..=150).contains(&late), "expired {late} ms after its deadline");
+        s.background.stop().await;
     });
 }

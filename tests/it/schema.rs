@@ -1,6 +1,6 @@
 //! The schema is applied at every start and a second start changes nothing.
 
-use authstore::store::{Location, Store, StoreConfig};
+use authstore::store::{Location, Memory, Store, StoreConfig};
 
 fn config(dir: &std::path::Path) -> StoreConfig {
     StoreConfig {
@@ -9,6 +9,8 @@ fn config(dir: &std::path::Path) -> StoreConfig {
         database: "authstore".into(),
         username: None,
         password: None,
+        // The smallest cache: the hand-built engine opens, stores and reopens with it.
+        memory: Memory::default_for(None),
     }
 }
 

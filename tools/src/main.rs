@@ -1,8 +1,10 @@
-//! `authstore-tools bench | soak | scale`.
+//! `authstore-tools bench | burst | engine | soak | scale`.
 
 use std::process::ExitCode;
 
 use authstore_tools::bench::BenchArgs;
+use authstore_tools::burst::BurstArgs;
+use authstore_tools::engine::EngineArgs;
 use authstore_tools::scale::ScaleArgs;
 use authstore_tools::soak::SoakArgs;
 use clap::{Parser, Subcommand};
@@ -22,6 +24,10 @@ struct Cli {
 enum Command {
     /// Drive a running server (and optionally Redis) with load and print figures.
     Bench(BenchArgs),
+    /// Send malformed frames as fast as the server answers them (for memory after a burst).
+    Burst(BurstArgs),
+    /// Time a lone write inside SurrealDB, in-process, with one part taken away at a time.
+    Engine(EngineArgs),
     /// Run mixed load while killing and restarting the server, then check what was acknowledged.
     Soak(SoakArgs),
     /// Seed a million live records, then measure reads, restart, expiry and memory at that size.
@@ -32,6 +38,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => run("bench", authstore_tools::bench::run(args)),
+        Command::Burst(args) => run("burst", authstore_tools::burst::run(args)),
+        Command::Engine(args) => run("engine", authstore_tools::engine::run(args)),
         Command::Soak(args) => run("soak", authstore_tools::soak::run(args)),
         Command::Scale(args) => run("scale", authstore_tools::scale::run(args)),
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use authstore::clock::{Clock, SystemClock};
-use authstore::rpc::api::{ClientApiClient, SessionApiClient, TokenApiClient};
+use authstore::rpc::api::{ClientApiClient, ServerApiClient, SessionApiClient, TokenApiClient};
 use authstore::types::{ClientRef, ClientRegister, SessionEvent, SessionRef, Subscribe, TokenRef};
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -69,6 +69,9 @@ struct Figures {
     rss_ready_kib: u64,
     reads: Vec<Outcome>,
     rss_after_reads_kib: u64,
+    /// Median time of one `server.stats` (the counts `/metrics` also reports), in ms, or why
+    /// it failed.
+    stats_ms: Result<f64, String>,
 }
 
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
@@ -82,16 +85,22 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         args.connections, args.in_flight, args.seconds
     );
     println!();
-    println!("| records | start → ready | after SIGKILL → ready | RSS ready MiB | RSS after reads MiB |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| records | start → ready | after SIGKILL → ready | RSS ready MiB | RSS after reads MiB | server.stats p50 ms |"
+    );
+    println!("|---|---|---|---|---|---|");
     for f in [&small, &large] {
         println!(
-            "| {} | {:.2} s | {:.2} s | {:.0} | {:.0} |",
+            "| {} | {:.2} s | {:.2} s | {:.0} | {:.0} | {} |",
             f.records,
             f.ready_first.as_secs_f64(),
             f.ready_after_kill.as_secs_f64(),
             f.rss_ready_kib as f64 / 1024.0,
-            f.rss_after_reads_kib as f64 / 1024.0
+            f.rss_after_reads_kib as f64 / 1024.0,
+            match &f.stats_ms {
+                Ok(ms) => format!("{ms:.2}"),
+                Err(e) => format!("failed: {e}"),
+            }
         );
     }
     println!();
@@ -149,6 +158,8 @@ async fn measure(args: &ScaleArgs, exe: &Path, records: usize, large: bool) -> a
             expiry(args).await?;
             idle_connections(args, pid).await?;
         }
+        // Last: a count that scans may keep the database busy after its call gave up.
+        let stats_ms = stats_time(args.port, records).await.map_err(|e| format!("{e:#}"));
         Ok::<_, anyhow::Error>(Figures {
             records,
             ready_first,
@@ -156,6 +167,7 @@ async fn measure(args: &ScaleArgs, exe: &Path, records: usize, large: bool) -> a
             rss_ready_kib,
             reads,
             rss_after_reads_kib,
+            stats_ms,
         })
     }
     .await;
@@ -240,6 +252,27 @@ async fn ready(port: u16) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await.is_ok() && head.ends_with(b"200")
+}
+
+/// The median of 5 `server.stats` calls, in ms, after checking that it counts every seeded
+/// session and token.
+async fn stats_time(port: u16, records: usize) -> anyhow::Result<f64> {
+    let client = connect(port).await?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let stats = ServerApiClient::stats(&*client).await.context("server.stats")?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        if (stats.sessions as usize) < records || (stats.tokens as usize) < records {
+            anyhow::bail!(
+                "server.stats counts {} sessions and {} tokens of {records} seeded",
+                stats.sessions,
+                stats.tokens
+            );
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Resident memory of `pid`, in KiB (0 where /proc is not available).

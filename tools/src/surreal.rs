@@ -25,6 +25,8 @@ pub(crate) type Db = Surreal<Any>;
 pub(crate) async fn open(url: &str, database: &str) -> anyhow::Result<Db> {
     let endpoint = match url.strip_prefix("surrealkv://") {
         Some("") => anyhow::bail!("surrealkv:// needs a directory, e.g. surrealkv:///tmp/raw"),
+        // A path with its own settings (`?sync=never`) keeps them.
+        Some(path) if path.contains('?') => format!("surrealkv://{path}"),
         // An fsync per commit, as the server runs it.
         Some(path) => format!("surrealkv://{path}?sync=every"),
         None if url == "memory" => "mem://".to_string(),

@@ -158,7 +158,7 @@ async fn bad_subscriptions_are_refused_and_old_cursors_have_expired() {
     let app = TestApp::spawn_with(Options {
         backend: backend(),
         timings: Timings {
-            expiry_tick: Duration::from_secs(3600),
+            expiry: false,
             retention: Duration::from_secs(60),
             prune_every: Duration::from_millis(50),
             ..Timings::default()
@@ -235,7 +235,7 @@ async fn pruning_app() -> TestApp {
     let app = TestApp::spawn_with(Options {
         backend: backend(),
         timings: Timings {
-            expiry_tick: Duration::from_secs(3600),
+            expiry: false,
             retention: Duration::from_secs(60),
             prune_every: Duration::from_millis(50),
             ..Timings::default()
