@@ -95,10 +95,13 @@ pub(super) struct Queues {
 struct Presence<'a>(&'a AtomicUsize);
 
 impl<'a> Presence<'a> {
-    /// Counts the caller in; `true` when nobody else was there.
-    fn enter(count: &'a AtomicUsize) -> (Self, bool) {
+    /// Counts the caller in, unless the workers were stopped; `true` when nobody else was there.
+    fn enter(count: &'a AtomicUsize, stopped: &AtomicBool) -> Result<(Self, bool), StoreError> {
+        if stopped.load(Ordering::Acquire) {
+            return Err(stopped_error());
+        }
         let before = count.fetch_add(1, Ordering::AcqRel);
-        (Presence(count), before == 0)
+        Ok((Presence(count), before == 0))
     }
 }
 
@@ -165,17 +168,14 @@ impl Queues {
         table: &'static str,
         key: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(stopped());
-        }
-        let (_presence, alone) = Presence::enter(&self.reading);
+        let (_presence, alone) = Presence::enter(&self.reading, &self.stopped)?;
         if alone {
             return store.read_now(table, key).await;
         }
         let (reply, answer) = oneshot::channel();
         let asked = async {
-            self.reads.send(Read { table, key: key.to_string(), reply }).await.map_err(|_| stopped())?;
-            answer.await.map_err(|_| stopped())?
+            self.reads.send(Read { table, key: key.to_string(), reply }).await.map_err(|_| stopped_error())?;
+            answer.await.map_err(|_| stopped_error())?
         };
         tokio::time::timeout(self.timeout, asked).await.unwrap_or(Err(StoreError::Unreachable))
     }
@@ -194,16 +194,13 @@ impl Queues {
         sql: &'static str,
         vars: Vars,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(stopped());
-        }
-        let (_presence, alone) = Presence::enter(&self.writing);
+        let (_presence, alone) = Presence::enter(&self.writing, &self.stopped)?;
         if alone && !store.is_remote() {
             return store.write_now(sql, vars).await;
         }
         let (reply, answer) = oneshot::channel();
         let asked = async {
-            self.writes.send(Write { sql, vars, reply }).await.map_err(|_| stopped())?;
+            self.writes.send(Write { sql, vars, reply }).await.map_err(|_| stopped_error())?;
             answer.await.map_err(|_| StoreError::OutcomeUnknown)?
         };
         tokio::time::timeout(self.timeout, asked).await.unwrap_or(Err(StoreError::OutcomeUnknown))
@@ -220,7 +217,7 @@ enum Outcome {
     Unknown,
 }
 
-fn stopped() -> StoreError {
+fn stopped_error() -> StoreError {
     StoreError::Database("the store's workers have stopped".into())
 }
 

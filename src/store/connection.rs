@@ -148,7 +148,7 @@ impl Store {
             Location::SurrealKv(path) => Some(Arc::new(take_data_dir(path, None).await?)),
             Location::Memory | Location::Remote(_) => None,
         };
-        let db = Handle::open(config, config.memory).await?;
+        let db = Handle::open(config).await?;
         // Applying the schema is not a call anyone waits on: it gets a generous bound.
         let health = Arc::new(Health { timeout: timeout.max(STARTUP_TIMEOUT), down: AtomicBool::new(false) });
         let mut store = Store {

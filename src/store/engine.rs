@@ -134,9 +134,9 @@ pub(super) enum Handle {
 
 impl Handle {
     /// Opens the database `config` names, signs in and selects namespace and database.
-    pub(super) async fn open(config: &StoreConfig, memory: Memory) -> Result<Self, StoreError> {
+    pub(super) async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let handle = match &config.location {
-            Location::SurrealKv(path) => Handle::Embedded(open_surrealkv(path, memory).await?),
+            Location::SurrealKv(path) => Handle::Embedded(open_surrealkv(path, config.memory).await?),
             other => Handle::Other(any::connect(other.endpoint()).await?),
         };
         if let (Some(username), Some(password), Handle::Other(db)) = (&config.username, &config.password, &handle) {

@@ -21,25 +21,18 @@ async fn stats_count_what_is_live_through_every_change_and_past_every_deadline()
     assert_eq!(counts(&app).await, (0, 0, 0, 0));
     app.register_client("app").await;
     app.register_client("other").await;
-    for (id, ttl) in [("ten", 10), ("twenty", 20), ("thirty", 30)] {
-        let put = SessionPut {
-            id: Some(id.into()),
-            client_id: "app".into(),
-            redirect_uri: REDIRECT.into(),
-            ttl_secs: Some(ttl),
-            ..Default::default()
-        };
-        SessionApiClient::put(&app.client, put.into()).await.unwrap();
-    }
-    // Putting a session again replaces it.
-    let again = SessionPut {
-        id: Some("thirty".into()),
+    let put = |id: &str, ttl: u64| SessionPut {
+        id: Some(id.into()),
         client_id: "app".into(),
         redirect_uri: REDIRECT.into(),
-        ttl_secs: Some(30),
+        ttl_secs: Some(ttl),
         ..Default::default()
     };
-    SessionApiClient::put(&app.client, again.into()).await.unwrap();
+    for (id, ttl) in [("ten", 10), ("twenty", 20), ("thirty", 30)] {
+        SessionApiClient::put(&app.client, put(id, ttl).into()).await.unwrap();
+    }
+    // Putting a session again replaces it.
+    SessionApiClient::put(&app.client, put("thirty", 30).into()).await.unwrap();
     let consumed = app.issue_code("app", "alice").await;
     app.issue_code("app", "bob").await;
     CodeApiClient::consume(&app.client, TestApp::consume_params(&consumed.code, "app").into()).await.unwrap();
