@@ -55,6 +55,9 @@ echo "== engine (a lone write inside SurrealDB, one part taken away at a time)"
 echo "== memory after a burst of malformed frames (client never waits for answers)"
 TOOLS="$tools" PORT=$((PORT + 3)) scripts/burst-rss.sh authstore "$bin" --window 1000000
 
+echo "== memory while clients that read nothing flood it (reset after --write-stall-ms, 90 s)"
+TOOLS="$tools" PORT=$((PORT + 3)) scripts/stall-rss.sh authstore "$bin" --connections 4 --frames 2000000
+
 echo "== scale ($SCALE_RECORDS records)"
 "$tools" scale --dir "$work/scale" --records "$SCALE_RECORDS" --port $((PORT + 2))
 

@@ -6,8 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use jsonrpsee::core::BoxError;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{PingConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{
+    HttpBody, Methods, PingConfig, Server, ServerConfig, ServerHandle, StopHandle, serve_with_graceful_shutdown,
+    stop_channel,
+};
+use tower::Service as _;
 
 use crate::background::Background;
 use crate::clock::Clock;
@@ -17,6 +22,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::rpc::{self, middleware::CallGuard, middleware::ObjectParams};
 use crate::secret;
+use crate::stall::{BacklogTicket, StallGuard};
 use crate::store::Store;
 
 /// A bound, running server. Tests build it on port 0 and read [`Application::local_addr`].
@@ -87,7 +93,12 @@ impl Application {
         let rpc_metrics = metrics.clone();
         let listener =
             bind(config.listen, config.socket_send_buffer).with_context(|| format!("binding {}", config.listen))?;
-        let server = Server::builder()
+        let listener =
+            tokio::net::TcpListener::from_std(listener).with_context(|| format!("serving on {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // One builder for the whole listener: its clones share the connection guard (the
+        // `max_connections` limit) and the connection ids.
+        let services = Server::builder()
             .set_config(server_config)
             .set_http_middleware(
                 tower::ServiceBuilder::new().layer(ApiKeyLayer { keys: config.api_keys.clone(), probes }),
@@ -97,10 +108,28 @@ impl Application {
                     .layer_fn(move |inner| CallGuard::new(inner, max_in_flight, rpc_metrics.clone()))
                     .layer_fn(ObjectParams::new),
             )
-            .build_from_tcp(listener)
-            .with_context(|| format!("serving on {}", config.listen))?;
-        let addr = server.local_addr().context("reading the bound address")?;
-        let handle = server.start(module);
+            .to_service_builder();
+        let methods: Methods = module.into();
+        // Frames in hand per connection before it is read no further: each call in flight holds
+        // two tickets (its task's and its request's), and room for as many again waiting.
+        let backlog = max_in_flight.saturating_mul(4);
+        let guard = Guard { stall_limit: config.write_stall, read_ahead: config.max_message_bytes as usize, backlog };
+        let handle = serve_guarded(listener, guard, move |io, ticket, stop| {
+            // One service (one connection id) per TCP connection, as jsonrpsee's own accept
+            // loop builds it. hyper hands over `Request<Incoming>`; the HTTP middleware takes
+            // jsonrpsee's boxed body, which its own loop converts to and this one must too.
+            let mut service = services.clone().build(methods.clone(), stop.clone());
+            // The ticket counts a WebSocket's frames in hand. Plain HTTP requests carry none: one
+            // at a time on HTTP/1, and up to hyper's stream limit on HTTP/2, where holding reads
+            // back would also hold back the bodies of requests already counted.
+            let service = tower::service_fn(move |mut request: http::Request<_>| {
+                if jsonrpsee::server::ws::is_upgrade_request(&request) {
+                    request.extensions_mut().insert(ticket.clone());
+                }
+                service.call(request.map(HttpBody::new))
+            });
+            serve_with_graceful_shutdown(io, service, stop.shutdown())
+        });
         tracing::info!(%addr, storage = store.kind(), "authstore listening");
         Ok(Self { addr, handle, probe, store, background, closing, shutdown_timeout: config.shutdown_timeout })
     }
@@ -167,6 +196,68 @@ fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<std::net:
     }
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
+}
+
+/// What each connection's [`StallGuard`] is given.
+#[derive(Debug, Clone, Copy)]
+struct Guard {
+    stall_limit: Duration,
+    read_ahead: usize,
+    backlog: usize,
+}
+
+/// jsonrpsee's accept loop (`Server::start`), with each socket wrapped in a [`StallGuard`] so a
+/// client that stops reading its answers is closed after `stall_limit` instead of holding its
+/// connection and a growing backlog of answers. `serve` serves one connection until it closes,
+/// or, once its stop handle fires, until what is in flight on it is answered.
+///
+/// The returned handle's `stop()` (or dropping every clone of it) ends the loop; as in
+/// jsonrpsee, the listener stays open, not accepting, until every connection has finished, and
+/// `stopped()` resolves once every connection, WebSockets included, is done.
+fn serve_guarded<F, Fut>(listener: tokio::net::TcpListener, guard: Guard, serve: F) -> ServerHandle
+where
+    F: Fn(StallGuard, BacklogTicket, StopHandle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    let (stop, handle) = stop_channel();
+    tokio::spawn(async move {
+        // Each connection task holds a sender; `recv` returns `None` once all have finished.
+        let (running, mut all_finished) = tokio::sync::mpsc::channel::<()>(1);
+        let stopped = stop.clone().shutdown();
+        tokio::pin!(stopped);
+        loop {
+            let (socket, remote) = tokio::select! {
+                // The stop first: a stream of new connections cannot hold it off.
+                biased;
+                () = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "error while accepting a connection");
+                        continue;
+                    }
+                },
+            };
+            // jsonrpsee's default; a socket that refuses it is dropped, as there.
+            if let Err(e) = socket.set_nodelay(true) {
+                tracing::warn!(%remote, error = %e, "could not set TCP_NODELAY; dropping the connection");
+                continue;
+            }
+            let (io, ticket) = StallGuard::new(socket, guard.stall_limit, guard.read_ahead, guard.backlog);
+            let connection = serve(io, ticket, stop.clone());
+            let running = running.clone();
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+                drop(running);
+            });
+        }
+        drop(running);
+        while all_finished.recv().await.is_some() {}
+        drop(listener);
+    });
+    handle
 }
 
 /// The server secret kept in the database, created on the first start. Nobody waits on a

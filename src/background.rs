@@ -28,6 +28,12 @@ pub struct Timings {
     /// until the next deadline it knows of: found by its last pass, or written through this
     /// instance since. So only deadlines written by other instances wait up to this long.
     pub expiry_tick: Duration,
+    /// How often the expiry scheduler looks for due records from the start of the `expires_at`
+    /// indexes. Between these sweeps a pass looks only from a little before the previous pass
+    /// (so it does not walk the removed records' tombstones), and a record committed long
+    /// after its own deadline by another instance (a stalled writer, a clock far behind) waits
+    /// for the next sweep.
+    pub expiry_sweep: Duration,
     /// How often the sequencer and the hub look for work they were not woken for (events
     /// written by other instances).
     pub poll: Duration,
@@ -42,6 +48,7 @@ impl Default for Timings {
         Timings {
             expiry: true,
             expiry_tick: Duration::from_secs(1),
+            expiry_sweep: Duration::from_secs(60),
             poll: Duration::from_millis(50),
             retention: Duration::from_secs(24 * 3600),
             prune_every: Duration::from_secs(60),
@@ -93,6 +100,12 @@ impl Background {
 /// passes a second, each a few milliseconds late at most.
 const PASS_GAP: Duration = Duration::from_millis(25);
 
+/// How far before the previous pass's `now` a pass starts looking: a record can become visible
+/// after a pass whose `now` was past its deadline (its transaction committed later, or another
+/// instance's clock is a little behind). Twice the default database timeout; a commit later
+/// than that (a longer `--db-timeout-ms`, retries) waits for the next sweep.
+const SWEPT_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
+
 /// Removes due records on time, emitting `expired` with each removal. Sleeps until the next
 /// deadline it knows of (found by its last pass, or written through this instance since), but
 /// starts a pass no sooner than [`PASS_GAP`] after the last one ended and no later than
@@ -102,6 +115,10 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timi
     let mut next: Option<DateTime<Utc>> = None;
     // When the last pass ended; `None` before the first, which runs at once.
     let mut last_pass: Option<Instant> = None;
+    // The `now` of the last pass that left nothing due, and when the last sweep from the
+    // indexes' start did (`None`: a sweep is due).
+    let mut cleared: Option<DateTime<Utc>> = None;
+    let mut last_sweep: Option<Instant> = None;
     let plan = |next: Option<DateTime<Utc>>, last_pass: Option<Instant>| -> Instant {
         let Some(last) = last_pass else { return Instant::now() };
         let latest = last + timings.expiry_tick;
@@ -133,27 +150,50 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timi
                 }
             }
         }
-        next = None;
+        let sweep = last_sweep.is_none_or(|at| at.elapsed() >= timings.expiry_sweep);
+        let from = if sweep { None } else { look_from(cleared, next, clock.now()) };
+        // Kept for a failed pass: a deadline written before the cleared range is looked for
+        // from its own place next time too, not left for the sweep.
+        let woke_for = next.take();
         loop {
             let now = clock.now();
-            match store.expire_due(now, BATCH).await {
+            match store.expire_due(now, from, BATCH).await {
                 Ok(pass) => {
                     for deadline in &pass.deadlines {
                         metrics.expiry_lateness((now - *deadline).to_std().unwrap_or_default());
                     }
+                    // A full batch leaves due records behind, possibly before `now` minus the
+                    // margin: the next pass looks from the same place.
                     if !pass.more {
                         next = pass.next;
+                        cleared = Some(now);
+                        if from.is_none() {
+                            last_sweep = Some(Instant::now());
+                        }
                         break;
                     }
                 }
                 Err(e) => {
                     failed(&e, "expiry pass failed; retrying after the longest sleep");
+                    next = woke_for;
                     break;
                 }
             }
         }
         last_pass = Some(Instant::now());
     }
+}
+
+/// Where a pass between sweeps starts looking: a margin before the last pass that left nothing
+/// due, or at the earliest deadline written through this instance since, if that is earlier.
+/// `None` (from the start) when no pass has cleared yet or the clock went back past it.
+fn look_from(
+    cleared: Option<DateTime<Utc>>,
+    written: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let from = cleared.filter(|cleared| *cleared <= now)? - SWEPT_MARGIN;
+    Some(written.map_or(from, |written| written.min(from)))
 }
 
 /// How long from `now` until `at`, plus a millisecond so that a timer firing early does not

@@ -26,6 +26,7 @@ const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 const DEFAULT_WS_PING_INTERVAL_SECS: u64 = 30;
 const DEFAULT_WS_INACTIVITY_SECS: u64 = 90;
 const DEFAULT_CONNECTION_BUFFER: u32 = 1024;
+const DEFAULT_WRITE_STALL_MS: u64 = DEFAULT_WS_INACTIVITY_SECS * 1000;
 const DEFAULT_DB_TIMEOUT_MS: u64 = crate::store::DEFAULT_TIMEOUT.as_millis() as u64;
 
 const DAY_SECS: u64 = 86_400;
@@ -197,6 +198,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_SOCKET_SEND_BUFFER")]
     pub socket_send_buffer: Option<u32>,
 
+    /// Milliseconds a connection's answers may wait on a client that reads none of them before
+    /// the connection is reset (default: the WebSocket inactivity limit's 90 s).
+    #[arg(long, env = "AUTHSTORE_WRITE_STALL_MS", default_value_t = DEFAULT_WRITE_STALL_MS)]
+    pub write_stall_ms: u64,
+
     /// Milliseconds one round trip to the database may take. A call that needs longer, or
     /// that finds the database unreachable, answers 1005 instead of waiting.
     #[arg(long, env = "AUTHSTORE_DB_TIMEOUT_MS", default_value_t = DEFAULT_DB_TIMEOUT_MS)]
@@ -236,6 +242,8 @@ pub struct Config {
     pub subscriber_send_timeout: Duration,
     pub connection_buffer: u32,
     pub socket_send_buffer: Option<u32>,
+    /// How long a write may wait on a client that reads nothing before its connection closes.
+    pub write_stall: Duration,
     pub api_keys: ApiKeys,
     /// The configured idempotency secret (`--idempotency-secret[-file]`), if any.
     pub idempotency_secret: Option<IdempotencySecret>,
@@ -272,6 +280,7 @@ impl Config {
             subscriber_send_timeout: Duration::from_millis(DEFAULT_SUBSCRIBER_SEND_TIMEOUT_MS),
             connection_buffer: DEFAULT_CONNECTION_BUFFER,
             socket_send_buffer: None,
+            write_stall: Duration::from_millis(DEFAULT_WRITE_STALL_MS),
             api_keys: ApiKeys::default(),
             idempotency_secret: None,
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
@@ -336,6 +345,7 @@ impl TryFrom<&ServeArgs> for Config {
             bounded("subscriber-send-timeout-ms", args.subscriber_send_timeout_ms, 1, DAY_SECS * 1000, "milliseconds")?;
         let ping_interval = bounded("ws-ping-interval-secs", args.ws_ping_interval_secs, 0, DAY_SECS, "seconds")?;
         let inactivity = bounded("ws-inactivity-secs", args.ws_inactivity_secs, 1, DAY_SECS, "seconds")?;
+        let write_stall_ms = bounded("write-stall-ms", args.write_stall_ms, 100, DAY_SECS * 1000, "milliseconds")?;
         let shutdown_timeout = bounded("shutdown-timeout-secs", args.shutdown_timeout_secs, 0, DAY_SECS, "seconds")?;
         let memory = match args.cache_bytes {
             None => Memory::default_for_this_machine(),
@@ -379,6 +389,7 @@ impl TryFrom<&ServeArgs> for Config {
             subscriber_send_timeout: Duration::from_millis(send_timeout_ms),
             connection_buffer: args.connection_buffer.max(1),
             socket_send_buffer: args.socket_send_buffer,
+            write_stall: Duration::from_millis(write_stall_ms),
             api_keys: ApiKeys::new(keys.iter().map(String::as_str)),
             idempotency_secret: idempotency_secret.map(IdempotencySecret),
             max_subscriptions_per_connection: args.max_subscriptions_per_connection.max(1),
@@ -424,6 +435,7 @@ mod tests {
             "--session-ttl-secs",
             "--code-ttl-secs",
             "--token-ttl-secs",
+            "--write-stall-ms",
         ] {
             for value in [huge.as_str(), "9223372036854775807", "100000000000"] {
                 let error = config(&[flag, value]).expect_err(flag);
@@ -437,9 +449,11 @@ mod tests {
             ("--event-retention-secs", false),
             ("--subscriber-send-timeout-ms", false),
             ("--ws-inactivity-secs", false),
+            ("--write-stall-ms", false),
         ] {
             assert_eq!(config(&[flag, "0"]).is_ok(), zero_ok, "{flag} 0");
         }
+        assert_eq!(config(&["--write-stall-ms", "1500"]).unwrap().write_stall, Duration::from_millis(1500));
         assert_eq!(config(&["--rotation-grace-secs", "86400"]).unwrap().policy.rotation_grace_secs, 86_400);
     }
 

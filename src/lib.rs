@@ -19,7 +19,9 @@
 //!   (`rpc::subscription` serves one; `store`'s `event_log` is the log itself).
 //! - `http`: `/health`, `/ready`, `/metrics` and API-key authentication, before JSON-RPC;
 //!   `metrics`: the Prometheus registry.
-//! - `app`: assembles store and server; `config`: flags and env; `telemetry`: logging.
+//! - `app`: assembles store and server and runs the accept loop; `stall`: the socket wrapper
+//!   that closes a connection whose client stops reading; `config`: flags and env;
+//!   `telemetry`: logging.
 //! - `clock`, `secret`: time and secrets, each behind one small module.
 //!
 //! The load, soak and scale tools are clients of the server, not part of it: the
@@ -36,6 +38,7 @@ pub mod hub;
 pub mod metrics;
 pub mod rpc;
 pub mod secret;
+pub mod stall;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;

@@ -80,25 +80,32 @@ impl Deadlines {
 }
 
 impl Store {
-    /// Removes up to `batch` records of each kind whose deadline is at or before `now`, emitting
-    /// `expired` for sessions and active tokens in the same transaction, and finds the next
-    /// deadline. The cost is
-    /// proportional to what expires: every lookup walks an `expires_at` index. Several
-    /// schedulers may run against one database; they conflict on the records they both
-    /// remove, so each expiry is emitted once.
-    pub async fn expire_due(&self, now: DateTime<Utc>, batch: usize) -> Result<ExpiryPass, StoreError> {
+    /// Removes up to `batch` records of each kind whose deadline is at or before `now` (and, given
+    /// `from`, not before it), emitting `expired` for sessions and active tokens in the same
+    /// transaction, and finds the next deadline. The cost is proportional to what expires:
+    /// every lookup walks an `expires_at` index, from `from` when given. A removed record
+    /// leaves a tombstone in that index until the engine compacts it, so a lookup from the
+    /// index's start walks every recent removal; `from` is how the scheduler skips the range
+    /// it has already cleared. Several schedulers may run against one database; they conflict
+    /// on the records they both remove, so each expiry is emitted once.
+    pub async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        batch: usize,
+    ) -> Result<ExpiryPass, StoreError> {
         let sql = format!(
             "BEGIN; \
-             LET $s = (SELECT VALUE id FROM session WHERE expires_at <= $now ORDER BY expires_at LIMIT $batch); \
+             LET $s = (SELECT VALUE id FROM session WHERE {due} ORDER BY expires_at LIMIT $batch); \
              LET $gone_s = (DELETE $s RETURN BEFORE); \
              FOR $x IN $gone_s {{ {session_expired} }}; \
-             LET $t = (SELECT VALUE id FROM token WHERE expires_at <= $now ORDER BY expires_at LIMIT $batch); \
+             LET $t = (SELECT VALUE id FROM token WHERE {due} ORDER BY expires_at LIMIT $batch); \
              LET $gone_t = (DELETE $t RETURN BEFORE); \
              LET $active_t = (SELECT * FROM $gone_t WHERE status = 'active'); \
              FOR $x IN $active_t {{ {token_expired} }}; \
-             LET $c = (SELECT VALUE id FROM code WHERE expires_at <= $now ORDER BY expires_at LIMIT $batch); \
+             LET $c = (SELECT VALUE id FROM code WHERE {due} ORDER BY expires_at LIMIT $batch); \
              DELETE $c; \
-             LET $f = (SELECT VALUE id FROM family WHERE expires_at <= $now ORDER BY expires_at LIMIT $batch); \
+             LET $f = (SELECT VALUE id FROM family WHERE {due} ORDER BY expires_at LIMIT $batch); \
              DELETE $f; \
              RETURN {{ \
                 deadlines: array::concat($gone_s.expires_at, $active_t.expires_at), \
@@ -114,8 +121,12 @@ impl Store {
              COMMIT;",
             session_expired = session_event(EventKind::Expired, "$x"),
             token_expired = token_event(EventKind::Expired, "$x", "'expired'"),
+            due = if from.is_some() { "expires_at >= $from AND expires_at <= $now" } else { "expires_at <= $now" },
         );
-        let vars = Vars::new().set("now", now).set("batch", batch as i64);
+        let mut vars = Vars::new().set("now", now).set("batch", batch as i64);
+        if let Some(from) = from {
+            vars = vars.set("from", from);
+        }
         let pass: Option<ExpiryPass> =
             self.retrying(|| async { take_returned(&mut self.query_emitting(&sql, vars.clone()).await?) }).await?;
         Ok(pass.unwrap_or_default())

@@ -1,14 +1,22 @@
 //! Counts for `server.stats` (and `/metrics`), all from one snapshot.
 //!
 //! Clients, sessions and events are read from the COUNT indexes the schema defines: a total,
-//! less (for sessions) the small range past its deadline that the scheduler has not removed
-//! yet, so those cost the same at a million records as at ten. Codes and tokens are counted
-//! over their `expires_at` index range, reading each unexpired row: a conditional COUNT index
-//! (`consumed_at = NONE`, `status = 'active'`) would make them cheap, but halved the throughput
-//! of the writes that flip the condition (the burn, rotation). Codes live minutes, so theirs
-//! stays small; the token count grows with live tokens (docs/benchmarks.md, "Counts").
+//! less (for sessions) the range past its deadline that the scheduler has not removed yet,
+//! counted over `session_expires`'s keys. Those cost the same at a million records as at ten,
+//! and the overdue range stays cheap even when an outage leaves a million due at once.
+//!
+//! Codes and tokens are counted over their `expires_at` index range, reading each unexpired
+//! row: 12–16 s at a million live tokens, past the database timeout. Every cheaper form measured
+//! costs the token writes a third of their throughput (docs/benchmarks.md, "Counts"): a
+//! conditional COUNT index on `token` (`status = 'active'`) or on `family`
+//! (`revoked_at = NONE`, which rotation never flips), or a `(status, expires_at)` index whose
+//! keys a count could read instead of rows. Codes live minutes, so theirs stays small.
+//!
+//! SurrealDB counts over index keys only when the bound is a constant, so `now` is written into
+//! the statement as a datetime literal rather than bound as a parameter (bound, the same count
+//! reads every row).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::Deserialize;
 
 use super::{Store, StoreError, Vars, take_one};
@@ -29,16 +37,19 @@ impl Store {
     pub async fn stats(&self, now: DateTime<Utc>) -> Result<ServerStats, StoreError> {
         // A total read while its COUNT index is still being built (a second instance starting
         // on data that predates it) can be short: the difference never goes below zero.
-        const SQL: &str = "RETURN { \
-            clients: (SELECT count() FROM client GROUP ALL)[0].count ?? 0, \
-            sessions: math::max([0, ((SELECT count() FROM session GROUP ALL)[0].count ?? 0) \
-                - ((SELECT count() FROM session WHERE expires_at <= $now GROUP ALL)[0].count ?? 0)]), \
-            codes: count(SELECT id FROM code WHERE expires_at > $now AND consumed_at = NONE), \
-            tokens: count(SELECT id FROM token WHERE status = 'active' AND expires_at > $now), \
-            events: (SELECT count() FROM event GROUP ALL)[0].count ?? 0, \
-            oldest_due: (SELECT VALUE expires_at FROM session WHERE expires_at <= $now ORDER BY expires_at LIMIT 1)[0] \
-        }";
-        let counts: Option<Counts> = take_one(&mut self.query(SQL, Vars::new().set("now", now)).await?, 0)?;
+        let sql = format!(
+            "RETURN {{ \
+                clients: (SELECT count() FROM client GROUP ALL)[0].count ?? 0, \
+                sessions: math::max([0, ((SELECT count() FROM session GROUP ALL)[0].count ?? 0) \
+                    - ((SELECT count() FROM session WHERE expires_at <= {now} GROUP ALL)[0].count ?? 0)]), \
+                codes: count(SELECT id FROM code WHERE expires_at > {now} AND consumed_at = NONE), \
+                tokens: count(SELECT id FROM token WHERE status = 'active' AND expires_at > {now}), \
+                events: (SELECT count() FROM event GROUP ALL)[0].count ?? 0, \
+                oldest_due: (SELECT VALUE expires_at FROM session WHERE expires_at <= {now} ORDER BY expires_at LIMIT 1)[0] \
+            }}",
+            now = datetime_literal(now),
+        );
+        let counts: Option<Counts> = take_one(&mut self.query(&sql, Vars::new()).await?, 0)?;
         let counts = counts.ok_or_else(|| StoreError::Decode("stats returned nothing".into()))?;
         let lag = counts.oldest_due.map(|due| (now - due).num_milliseconds().max(0) as u64).unwrap_or(0);
         Ok(ServerStats {
@@ -49,5 +60,28 @@ impl Store {
             events_retained: counts.events,
             expiry_lag_ms: lag,
         })
+    }
+}
+
+/// `at` as a SurrealQL datetime literal (`d'2026-11-29T06:00:00.123456789Z'`): digits, `+`,
+/// `-`, `:`, `.`, `T` and `Z` only, so nothing in it can end the literal. A leap second (which
+/// chrono writes as `:60`, and SurrealDB refuses) is written as the second before it.
+fn datetime_literal(at: DateTime<Utc>) -> String {
+    let at = at.with_nanosecond(at.nanosecond() % 1_000_000_000).unwrap_or(at);
+    format!("d'{}'", at.to_rfc3339_opts(SecondsFormat::Nanos, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datetime_literal_keeps_every_nanosecond() {
+        let at = DateTime::from_timestamp(1_796_000_000, 123_456_789).unwrap_or_default();
+        assert_eq!(datetime_literal(at), "d'2026-11-30T00:53:20.123456789Z'");
+        // Half a second into the leap second after 00:52:59.
+        let leap = DateTime::from_timestamp(1_795_999_979, 1_500_000_000).unwrap_or_default();
+        assert_eq!(leap.to_rfc3339_opts(SecondsFormat::Nanos, true), "2026-11-30T00:52:60.500000000Z");
+        assert_eq!(datetime_literal(leap), "d'2026-11-30T00:52:59.500000000Z'");
     }
 }

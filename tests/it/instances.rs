@@ -236,6 +236,7 @@ async fn instances_whose_clocks_differ_prune_only_a_prefix_of_the_log() {
         timings: Timings {
             expiry: false,
             expiry_tick: Duration::from_secs(3600),
+            expiry_sweep: Duration::from_secs(3600),
             poll: Duration::from_secs(3600),
             retention: Duration::from_secs(60),
             prune_every: Duration::from_millis(50),
@@ -389,4 +390,41 @@ async fn a_keyed_retry_on_another_instance_gets_the_first_instances_answer() {
     let retried = TokenApiClient::rotate(&b.client, rotate.into()).await.expect("the retry on B");
     assert_eq!(retried, next, "the same new token, minted again from the key on B");
     TokenApiClient::get(&b.client, TokenRef { token: next.token }.into()).await.expect("and it is the active one");
+}
+
+// A session written through an instance whose clock is 1000 s behind: its deadline is long
+// past for the instance that runs the scheduler, and lies before the range that scheduler's
+// passes look at between sweeps. The next sweep from the start of the index removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_due_before_the_cleared_range_is_removed_by_the_next_sweep() {
+    let backend = Backend::remote();
+    let timings = |expiry: bool| Timings {
+        expiry,
+        expiry_tick: Duration::from_millis(100),
+        expiry_sweep: Duration::from_secs(1),
+        ..Timings::default()
+    };
+    let ahead =
+        TestApp::spawn_with(Options { backend: backend.clone(), timings: timings(true), ..Options::default() }).await;
+    let behind = TestApp::spawn_with(Options { backend, timings: timings(false), ..Options::default() }).await;
+    ahead.register_client("app").await;
+    ahead.advance(1000);
+    tokio::time::sleep(Duration::from_millis(300)).await; // passes clear up to the new time
+
+    let put = SessionPut {
+        id: Some("straggler".into()),
+        client_id: "app".into(),
+        redirect_uri: REDIRECT.into(),
+        ttl_secs: Some(60),
+        ..Default::default()
+    };
+    behind.client.put(put.into()).await.unwrap();
+    let get = || SessionApiClient::get(&behind.client, SessionRef { id: "straggler".into() }.into());
+    assert!(get().await.is_ok(), "live on the clock it was written by");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get().await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still stored 10 s later");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(error_of(get().await).0, 1001, "removed, not failing");
 }

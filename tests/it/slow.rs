@@ -114,3 +114,114 @@ async fn a_stalled_subscriber_is_closed_and_resumes_while_writers_and_others_car
     let all: Vec<String> = delivered.into_iter().chain(rest).collect();
     assert_eq!(all, seen.iter().map(|e| e.cursor.clone()).collect::<Vec<_>>(), "nothing missed, nothing twice");
 }
+
+/// Opens a raw WebSocket with a small receive buffer, so that a client which stops reading is
+/// stalled after a few kilobytes of answers.
+async fn small_window_socket(app: &TestApp) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    tokio_tungstenite::client_async(app.ws_url(), stream).await.map(|(ws, _)| ws)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+// A client that sends calls (and garbage) as fast as it can and reads none of the answers:
+// once the answers have waited on it for the write-stall limit, the server closes the
+// connection, and its slot under `max_connections` is free again. Without the limit, the
+// connection (and everything it sent) would be held for as long as the client stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_reads_none_of_its_answers_is_closed_and_its_slot_freed() {
+    let app = TestApp::spawn_with(Options {
+        socket_send_buffer: Some(8192),
+        tweak: |config| {
+            config.write_stall = Duration::from_secs(1);
+            // TestApp's own client holds one slot; the flooder takes the other.
+            config.max_connections = 2;
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut flooder = small_window_socket(&app).await.unwrap();
+    assert!(small_window_socket(&app).await.is_err(), "a third connection is refused while the flooder holds its slot");
+
+    let started = std::time::Instant::now();
+    let frames = [r#"{"jsonrpc":"2.0","id":1,"method":"server.ping"}"#, "not json at all"];
+    let mut sent = 0usize;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), flooder.send(Message::text(frames[sent % 2]))).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(e)) => break format!("send failed: {e}"),
+            Err(_) => break "send blocked for 5 s".to_string(),
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "still sending after 60 s ({sent} frames)");
+    };
+
+    // The slot comes back while the flooder still holds its end of the socket.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut again = loop {
+        if let Ok(ws) = small_window_socket(&app).await {
+            break ws;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot was never freed ({sent} frames sent, then {ended})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // What the flooder reads now is at most the answers already delivered, then the end.
+    let drained =
+        tokio::time::timeout(Duration::from_secs(20), async { while let Some(Ok(_)) = flooder.next().await {} }).await;
+    assert!(drained.is_ok(), "the flooder's connection is closed");
+
+    // The new connection is served.
+    again.send(Message::text(frames[0])).await.unwrap();
+    let answer = loop {
+        if let Message::Text(text) = again.next().await.unwrap().unwrap() {
+            break text;
+        }
+    };
+    assert!(answer.contains("\"result\""), "{answer}");
+    drop(flooder);
+}
+
+// A client that reads, only slowly, keeps its connection however long its answers take to
+// drain: the limit counts time without any progress, not time behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_reads_slowly_keeps_its_connection() {
+    let app = TestApp::spawn_with(Options {
+        socket_send_buffer: Some(8192),
+        tweak: |config| config.write_stall = Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    app.register_client("app").await;
+    let put = SessionPut {
+        id: Some("big".into()),
+        client_id: "app".into(),
+        redirect_uri: REDIRECT.into(),
+        data: Some(serde_json::json!({ "filler": "x".repeat(2000) })),
+        ..Default::default()
+    };
+    app.client.put(put.into()).await.unwrap();
+    let mut slow = small_window_socket(&app).await.unwrap();
+    // 300 answers of ~2 KiB: far more than the two socket buffers hold.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"session.get","params":{"id":"big"}}"#;
+    for _ in 0..300 {
+        slow.send(Message::text(call)).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let mut answers = 0;
+    while answers < 300 {
+        // 100 ms between reads of a few answers: behind for seconds, never still for 2 s.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..4 {
+            match tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
+                Ok(Some(Ok(Message::Text(_)))) => answers += 1,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("closed after {answers} answers, {:?}: {other:?}", started.elapsed()),
+            }
+            if answers == 300 {
+                break;
+            }
+        }
+    }
+    assert!(started.elapsed() > Duration::from_secs(4), "the answers took longer than twice the limit to drain");
+}

@@ -2,9 +2,10 @@
 //!
 //! Each connection pipelines frames a well-behaved client never sends, alternating text that
 //! is not JSON and a `session.put` whose params fail validation, and reads one error answer
-//! per frame. Nothing is stored; what the burst leaves is the server's memory, which is the
-//! point: read its resident size before, after, and after a pause
-//! (`docs/benchmarks.md`, "Memory").
+//! per frame (with `--never-read`, none: a client that stopped reading). Nothing is stored;
+//! what the burst leaves is the server's memory, which is the point: read its resident size
+//! before, after, and after a pause (`docs/benchmarks.md`, "Allocator" and "A client that
+//! does not read").
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +34,13 @@ pub struct BurstArgs {
     /// Frames sent ahead of their answers, per connection.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
+    /// Read no answers at all: send until the frames are out or the server closes the
+    /// connection, then keep it open for `--hold-secs` (a client that stopped reading).
+    #[arg(long)]
+    pub never_read: bool,
+    /// With `--never-read`: seconds to keep the connections open after sending.
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
 }
 
 /// The frames, in turn.
@@ -58,6 +66,24 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         }
         let (socket, _) = tokio_tungstenite::connect_async(request).await.context("connecting")?;
         let window = args.window.max(1);
+        if args.never_read {
+            let hold = std::time::Duration::from_secs(args.hold_secs);
+            connections.push(tokio::spawn(async move {
+                let (mut sink, stream) = socket.split();
+                let mut sent = 0u64;
+                while sent < per {
+                    if let Err(e) = sink.send(Message::text(frame(c as u64 * per + sent))).await {
+                        eprintln!("burst: connection {c}: the server closed it after {sent} frames ({e})");
+                        break;
+                    }
+                    sent += 1;
+                }
+                tokio::time::sleep(hold).await;
+                drop(stream);
+                anyhow::Ok(sent)
+            }));
+            continue;
+        }
         connections.push(tokio::spawn(async move {
             let (mut sink, mut stream) = socket.split();
             let credit = Arc::new(Semaphore::new(window));
@@ -93,6 +119,10 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         answers += connection.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    if args.never_read {
+        println!("burst: {answers} malformed frames sent, none read, over {} connections", args.connections);
+        return Ok(());
+    }
     println!(
         "burst: {answers} malformed frames answered over {} connections in {seconds:.1} s ({:.0}/s)",
         args.connections,

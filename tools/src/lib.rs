@@ -5,9 +5,10 @@
 //!   transport ceiling (`server.ping`), the raw SurrealDB ceiling (`raw`) and Redis.
 //! - `soak`: mixed load while the server is killed with SIGKILL and restarted, then a check of
 //!   everything that was acknowledged; `soak --history` runs `history` instead.
-//! - `burst`: malformed frames as fast as the server answers them, for what a burst leaves in
-//!   its memory.
+//! - `burst`: malformed frames as fast as the server answers them (or, `--never-read`, from
+//!   clients that read no answer), for what a burst leaves in its memory.
 //! - `engine`: where a lone call's time goes inside SurrealDB, one part taken away at a time.
+//! - `query`: how long given SurrealQL statements take on a (stopped server's) database.
 //! - `scale`: seeds a million live records straight into SurrealKV (`surreal`), then measures
 //!   restart, reads, expiry and memory at that size.
 //! - `history`: a workload recorder and linearizability checker, also run by the tests.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod burst;
 pub mod engine;
 pub mod history;
+pub mod query;
 mod raw;
 pub mod scale;
 pub mod soak;

@@ -1,10 +1,11 @@
-//! `authstore-tools bench | burst | engine | soak | scale`.
+//! `authstore-tools bench | burst | engine | query | soak | scale`.
 
 use std::process::ExitCode;
 
 use authstore_tools::bench::BenchArgs;
 use authstore_tools::burst::BurstArgs;
 use authstore_tools::engine::EngineArgs;
+use authstore_tools::query::QueryArgs;
 use authstore_tools::scale::ScaleArgs;
 use authstore_tools::soak::SoakArgs;
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Burst(BurstArgs),
     /// Time a lone write inside SurrealDB, in-process, with one part taken away at a time.
     Engine(EngineArgs),
+    /// Time SurrealQL statements on a database, in-process (a stopped server's directory).
+    Query(QueryArgs),
     /// Run mixed load while killing and restarting the server, then check what was acknowledged.
     Soak(SoakArgs),
     /// Seed a million live records, then measure reads, restart, expiry and memory at that size.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => run("bench", authstore_tools::bench::run(args)),
         Command::Burst(args) => run("burst", authstore_tools::burst::run(args)),
         Command::Engine(args) => run("engine", authstore_tools::engine::run(args)),
+        Command::Query(args) => run("query", authstore_tools::query::run(args)),
         Command::Soak(args) => run("soak", authstore_tools::soak::run(args)),
         Command::Scale(args) => run("scale", authstore_tools::scale::run(args)),
     }
