@@ -249,32 +249,31 @@ impl<T: Guarded> StallGuard<T> {
         self.backlog.reader.wake();
     }
 
-    /// The outcome of an inner write: progress disarms the clock, `Pending` runs it.
-    fn after_write(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        match result {
-            Poll::Ready(Ok(written)) => {
-                if written > 0 {
+    /// Runs one write-side operation of the inner stream: fails at once once tripped; a result
+    /// that took bytes (`took`) disarms the clock and resumes reading; `Pending` runs the clock.
+    /// A flush or shutdown never counts as progress: a TCP flush is always ready, whether or
+    /// not the peer reads.
+    fn write_side<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        took: fn(&R) -> bool,
+        op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if self.tripped {
+            return Poll::Ready(Err(self.stalled_error()));
+        }
+        match op(Pin::new(&mut self.inner), cx) {
+            Poll::Ready(Ok(done)) => {
+                if took(&done) {
                     self.progressed();
                 }
-                Poll::Ready(Ok(written))
+                Poll::Ready(Ok(done))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.write_stalled(cx),
-        }
-    }
-
-    /// A write or flush is waiting on the peer.
-    fn write_stalled<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        Sides::set(&self.sides.writer, cx);
-        self.poll_stall()
-    }
-
-    /// The outcome of an inner flush or shutdown: `Ready` says nothing about the peer reading
-    /// (a TCP flush is always ready), so it does not disarm; `Pending` runs the clock.
-    fn after_flush(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
-        match result {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => self.write_stalled(cx),
+            Poll::Pending => {
+                Sides::set(&self.sides.writer, cx);
+                self.poll_stall()
+            }
         }
     }
 }
@@ -320,12 +319,7 @@ impl<T: Guarded> AsyncRead for StallGuard<T> {
 
 impl<T: Guarded> AsyncWrite for StallGuard<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.tripped {
-            return Poll::Ready(Err(this.stalled_error()));
-        }
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.after_write(cx, result)
+        self.get_mut().write_side(cx, |n| *n > 0, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -333,12 +327,7 @@ impl<T: Guarded> AsyncWrite for StallGuard<T> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.tripped {
-            return Poll::Ready(Err(this.stalled_error()));
-        }
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.after_write(cx, result)
+        self.get_mut().write_side(cx, |n| *n > 0, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     /// Forwarded: hyper picks its write strategy (queued `writev` or one flattened buffer) from
@@ -348,21 +337,11 @@ impl<T: Guarded> AsyncWrite for StallGuard<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.tripped {
-            return Poll::Ready(Err(this.stalled_error()));
-        }
-        let result = Pin::new(&mut this.inner).poll_flush(cx);
-        this.after_flush(cx, result)
+        self.get_mut().write_side(cx, |()| false, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.tripped {
-            return Poll::Ready(Err(this.stalled_error()));
-        }
-        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.after_flush(cx, result)
+        self.get_mut().write_side(cx, |()| false, |io, cx| io.poll_shutdown(cx))
     }
 }
 
