@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
-use super::events::{BY_GRANT, EventKind, revoke_tokens};
+use super::events::{BY_GRANT, EventKind, mark_revoked, revoke_tokens};
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Emits, Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume, Consumption, Issue};
@@ -215,13 +215,15 @@ impl Store {
         }
         let sql = format!(
             "BEGIN; \
-             UPSERT ONLY $family SET grant_id = $grant_id, client_id = client_id ?? $client_id, \
+             LET $f = (UPSERT ONLY $family SET grant_id = $grant_id, client_id = client_id ?? $client_id, \
                 user_id = user_id ?? $user_id, created_at = created_at ?? $now, \
                 expires_at = expires_at ?? $family_expires_at, revoked_at = $now, revoke_reason = $reason, \
-                active_token = NONE, rev = (rev ?? 0) + 1 RETURN NONE; \
+                active_token = NONE, rev = (rev ?? 0) + 1 RETURN AFTER); \
+             {mark} \
              {revoke} \
              {record} \
              COMMIT;",
+            mark = mark_revoked("$f"),
             revoke = revoke_tokens(&BY_GRANT),
             record = record_answer(keyed, "NONE"),
         );

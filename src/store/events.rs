@@ -140,12 +140,21 @@ pub(super) const BY_USER: Families =
 /// transactions write the family, so one of them conflicts and runs again.
 pub(super) fn revoke_families(scope: &Families) -> String {
     format!(
-        "UPDATE {target} SET revoked_at = $now, revoke_reason = $reason, active_token = NONE, rev += 1 \
-            WHERE {families} AND revoked_at = NONE; {tokens}",
+        "LET $revoked_families = (UPDATE {target} SET revoked_at = $now, revoke_reason = $reason, \
+            active_token = NONE, rev += 1 WHERE {families} AND revoked_at = NONE RETURN AFTER); \
+         FOR $f IN $revoked_families {{ {mark} }}; {tokens}",
         target = scope.target,
         families = scope.families,
+        mark = mark_revoked("$f"),
         tokens = revoke_tokens(scope),
     )
+}
+
+/// Records that the family bound to `var` (as it is after its revocation) is revoked, under its
+/// deadline: what the live-token count subtracts (`store/stats.rs`). Every statement that sets a
+/// family's `revoked_at` runs this in the same transaction.
+pub(super) fn mark_revoked(var: &str) -> String {
+    format!("UPSERT type::record('family_revoked', {var}.grant_id) SET expires_at = {var}.expires_at RETURN NONE;")
 }
 
 /// Revokes the active tokens selected by `scope` with one `revoked` event each; the family

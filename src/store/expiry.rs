@@ -107,16 +107,20 @@ impl Store {
              DELETE $c; \
              LET $f = (SELECT VALUE id FROM family WHERE {due} ORDER BY expires_at LIMIT $batch); \
              DELETE $f; \
+             LET $r = (SELECT VALUE id FROM family_revoked WHERE {due} ORDER BY expires_at LIMIT $batch); \
+             DELETE $r; \
              RETURN {{ \
                 deadlines: array::concat($gone_s.expires_at, $active_t.expires_at), \
                 next: [ \
                     (SELECT VALUE expires_at FROM session WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
                     (SELECT VALUE expires_at FROM token WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
                     (SELECT VALUE expires_at FROM code WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
-                    (SELECT VALUE expires_at FROM family WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0] \
+                    (SELECT VALUE expires_at FROM family WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
+                    (SELECT VALUE expires_at FROM family_revoked WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0] \
                 ], \
-                removed: array::len($s) + array::len($t) + array::len($c) + array::len($f), \
-                more: array::max([array::len($s), array::len($t), array::len($c), array::len($f)]) >= $batch \
+                removed: array::len($s) + array::len($t) + array::len($c) + array::len($f) + array::len($r), \
+                more: array::max([array::len($s), array::len($t), array::len($c), array::len($f), array::len($r)]) \
+                    >= $batch \
              }}; \
              COMMIT;",
             session_expired = session_event(EventKind::Expired, "$x"),

@@ -5,7 +5,8 @@ use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
-    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, EventKind, Families, revoke_families, revoke_tokens, token_event,
+    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, EventKind, Families, mark_revoked, revoke_families, revoke_tokens,
+    token_event,
 };
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Emits, Store, StoreError, Vars, record, take_all, take_one, take_returned};
@@ -305,8 +306,9 @@ impl Store {
             "BEGIN; \
              LET $f = (UPDATE ONLY $family SET revoked_at = $now, revoke_reason = $reason, active_token = NONE, \
                 rev += 1 WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
-             IF $f = NONE {{ THROW 'authstore:retry' }}; \
+             IF $f = NONE {{ THROW 'authstore:retry' }}; {mark} \
              LET $reused = (SELECT * FROM ONLY $old); {event} {revoke} {record} COMMIT;",
+            mark = mark_revoked("$f"),
             event = token_event(EventKind::ReuseDetected, "$reused", "$reason"),
             revoke = revoke_tokens(&BY_GRANT),
             record = record_answer(keyed, "NONE"),

@@ -6,12 +6,13 @@ use std::time::Duration;
 use authstore::background::{Background, Timings};
 use authstore::clock::{Clock, ManualClock};
 use authstore::domain::client::{self, Origin};
-use authstore::domain::{Policy, session};
+use authstore::domain::{Policy, session, token};
 use authstore::error::{Error, NotFound};
 use authstore::hub::Hub;
 use authstore::metrics::Metrics;
+use authstore::secret::Mint;
 use authstore::store::{EventRecord, Location, Store, StoreConfig, StoreError};
-use authstore::types::{ClientMetadata, SessionPut};
+use authstore::types::{ClientMetadata, SessionPut, TokenIssue, TokenRevoke};
 use chrono::{DateTime, Utc};
 
 use crate::support::REDIRECT;
@@ -78,7 +79,9 @@ struct Running {
     _closing: tokio::sync::watch::Sender<bool>,
 }
 
-async fn running(expiry_tick: Duration) -> Running {
+/// A store on memory with the public client `app` registered, and a manual clock; nothing runs
+/// on it.
+async fn opened() -> (Store, Arc<ManualClock>) {
     let config = StoreConfig {
         location: Location::Memory,
         namespace: "t".into(),
@@ -94,12 +97,6 @@ async fn running(expiry_tick: Duration) -> Running {
     let store = Store::open(&config).await.unwrap();
     tokio::time::pause();
     let clock = Arc::new(ManualClock::new(DateTime::from_timestamp(1_800_000_000, 0).unwrap()));
-    let (closing, closing_rx) = tokio::sync::watch::channel(false);
-    let hub = Hub::new(64, closing_rx);
-    let live = hub.subscribe();
-    let timings = Timings { expiry_tick, poll: TICK, ..Timings::default() };
-    let background =
-        Background::start(store.clone(), clock.clone(), hub.clone(), Arc::new(Metrics::new()), timings).await;
     let meta = ClientMetadata {
         redirect_uris: vec![REDIRECT.into()],
         token_endpoint_auth_method: Some("none".into()),
@@ -107,6 +104,17 @@ async fn running(expiry_tick: Duration) -> Running {
     };
     let meta = client::metadata(meta, Origin::Registered).unwrap();
     store.client_register(client::registration("app".into(), meta, None), None, clock.now()).await.unwrap();
+    (store, clock)
+}
+
+async fn running(expiry_tick: Duration) -> Running {
+    let (store, clock) = opened().await;
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let hub = Hub::new(64, closing_rx);
+    let live = hub.subscribe();
+    let timings = Timings { expiry_tick, poll: TICK, ..Timings::default() };
+    let background =
+        Background::start(store.clone(), clock.clone(), hub.clone(), Arc::new(Metrics::new()), timings).await;
     Running { store, clock, live, background, _closing: closing }
 }
 
@@ -231,5 +239,29 @@ fn a_deadline_written_before_the_cleared_range_is_found_at_once() {
         s.put_at("stale", 60, an_hour_ago).await;
         assert_eq!(s.expired().await, "stale");
         s.background.stop().await;
+    });
+}
+
+/// A revoked family leaves a record behind for the live-token count (`family_revoked`); it goes
+/// with its family at their deadline, in the same pass, so revocations leave nothing stored.
+#[test]
+fn a_revoked_familys_record_is_removed_with_it() {
+    paused(async {
+        let (store, clock) = opened().await;
+        let now = clock.now();
+        let issue =
+            TokenIssue { client_id: "app".into(), user_id: "alice".into(), ttl_secs: Some(60), ..Default::default() };
+        let issued = store.token_issue(token::issue(issue, &Policy::default(), now, &Mint::Random).unwrap(), None, now);
+        let issued = issued.await.unwrap();
+        let revoke = TokenRevoke { grant_id: Some(issued.grant_id), ..Default::default() };
+        assert_eq!(store.token_revoke(token::revoke_scope(revoke).unwrap(), None, now).await.unwrap(), 1);
+
+        let early = store.expire_due(now + chrono::Duration::seconds(59), None, 100).await.unwrap();
+        assert_eq!((early.removed, early.next), (0, Some(issued.expires_at)));
+        let due = store.expire_due(now + chrono::Duration::seconds(60), None, 100).await.unwrap();
+        assert_eq!(due.removed, 3, "the token, its family and the family's revocation record");
+        assert_eq!((due.next, store.stats(now).await.unwrap().tokens), (None, 0));
+        let again = store.expire_due(now + chrono::Duration::seconds(61), None, 100).await.unwrap();
+        assert_eq!(again.removed, 0, "nothing is left to remove");
     });
 }

@@ -36,3 +36,32 @@ fn a_second_start_on_the_same_data_changes_no_definition() {
         }
     });
 }
+
+/// A database written before `family_revoked` existed holds revoked families without their
+/// records; the first start on it writes them (once), so the live-token count, which subtracts
+/// them, is right from that start on.
+#[test]
+fn a_start_on_older_data_records_its_revoked_families() {
+    use authstore::clock::{Clock, SystemClock};
+    let runtime = tokio::runtime::Builder::new_multi_thread().thread_stack_size(20 << 20).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(&config(dir.path())).await.expect("first start"));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        {
+            // What an older server left: two live families, one revoked, and no record of it.
+            let url = format!("surrealkv://{}", dir.path().display());
+            let db = surrealdb::engine::any::connect(url).await.expect("raw open");
+            db.use_ns("authstore").use_db("authstore").await.unwrap();
+            let older = "DELETE meta:family_revoked; \
+                FOR $g IN ['kept', 'revoked'] { \
+                    CREATE type::record('family', $g) SET grant_id = $g, client_id = 'app', user_id = 'alice', \
+                        created_at = time::now(), expires_at = time::now() + 1d, rev = 1, active_token = 'x' }; \
+                UPDATE family:revoked SET revoked_at = time::now(), revoke_reason = 'requested', active_token = NONE;";
+            db.query(older).await.unwrap().check().expect("older data written");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let store = Store::open(&config(dir.path())).await.expect("start on older data");
+        assert_eq!(store.stats(SystemClock.now()).await.unwrap().tokens, 1, "the revoked family is not counted");
+    });
+}
