@@ -112,6 +112,9 @@ const SWEPT_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// `expiry_tick` after it.
 async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timings: Timings, mut stop: StopSignal) {
     let written = store.deadlines();
+    // How far past `now` a pass looks for the next deadline: twice the longest sleep, so a
+    // deadline just past one sleep is still planned for exactly, however long the pass took.
+    let horizon = chrono::Duration::from_std(timings.expiry_tick * 2).unwrap_or(chrono::Duration::days(1));
     let mut next: Option<DateTime<Utc>> = None;
     // When the last pass ended; `None` before the first, which runs at once.
     let mut last_pass: Option<Instant> = None;
@@ -157,7 +160,7 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timi
         let woke_for = next.take();
         loop {
             let now = clock.now();
-            match store.expire_due(now, from, BATCH).await {
+            match store.expire_due(now, from, horizon, BATCH).await {
                 Ok(pass) => {
                     for deadline in &pass.deadlines {
                         metrics.expiry_lateness((now - *deadline).to_std().unwrap_or_default());

@@ -19,7 +19,8 @@ pub struct ExpiryPass {
     pub removed: usize,
     /// Whether a kind filled its batch, so another pass should follow at once.
     pub more: bool,
-    /// The earliest deadline still ahead when the pass committed, of any kind.
+    /// The earliest deadline still ahead when the pass committed, of any kind, up to the
+    /// horizon the pass was given (`None`: nothing due before it).
     #[serde(deserialize_with = "earliest")]
     pub next: Option<DateTime<Utc>>,
 }
@@ -88,10 +89,16 @@ impl Store {
     /// index's start walks every recent removal; `from` is how the scheduler skips the range
     /// it has already cleared. Several schedulers may run against one database; they conflict
     /// on the records they both remove, so each expiry is emitted once.
+    ///
+    /// The next deadline is looked for only up to `horizon` past `now`: the scheduler never
+    /// sleeps longer than that, so a later deadline would change nothing. Unbounded, that
+    /// lookup reads ahead through the live records' rows (11–18 ms per kind at a million live
+    /// records, every pass); bounded, it reads only what falls due before the horizon.
     pub async fn expire_due(
         &self,
         now: DateTime<Utc>,
         from: Option<DateTime<Utc>>,
+        horizon: chrono::Duration,
         batch: usize,
     ) -> Result<ExpiryPass, StoreError> {
         let sql = format!(
@@ -112,11 +119,11 @@ impl Store {
              RETURN {{ \
                 deadlines: array::concat($gone_s.expires_at, $active_t.expires_at), \
                 next: [ \
-                    (SELECT VALUE expires_at FROM session WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
-                    (SELECT VALUE expires_at FROM token WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
-                    (SELECT VALUE expires_at FROM code WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
-                    (SELECT VALUE expires_at FROM family WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0], \
-                    (SELECT VALUE expires_at FROM family_revoked WHERE expires_at > $now ORDER BY expires_at LIMIT 1)[0] \
+                    (SELECT VALUE expires_at FROM session WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
+                    (SELECT VALUE expires_at FROM token WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
+                    (SELECT VALUE expires_at FROM code WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
+                    (SELECT VALUE expires_at FROM family WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
+                    (SELECT VALUE expires_at FROM family_revoked WHERE {ahead} ORDER BY expires_at LIMIT 1)[0] \
                 ], \
                 removed: array::len($s) + array::len($t) + array::len($c) + array::len($f) + array::len($r), \
                 more: array::max([array::len($s), array::len($t), array::len($c), array::len($f), array::len($r)]) \
@@ -126,8 +133,12 @@ impl Store {
             session_expired = session_event(EventKind::Expired, "$x"),
             token_expired = token_event(EventKind::Expired, "$x", "'expired'"),
             due = if from.is_some() { "expires_at >= $from AND expires_at <= $now" } else { "expires_at <= $now" },
+            ahead = "expires_at > $now AND expires_at <= $horizon",
         );
-        let mut vars = Vars::new().set("now", now).set("batch", batch as i64);
+        let mut vars = Vars::new()
+            .set("now", now)
+            .set("horizon", now + horizon.max(chrono::Duration::zero()))
+            .set("batch", batch as i64);
         if let Some(from) = from {
             vars = vars.set("from", from);
         }

@@ -256,12 +256,15 @@ fn a_revoked_familys_record_is_removed_with_it() {
         let revoke = TokenRevoke { grant_id: Some(issued.grant_id), ..Default::default() };
         assert_eq!(store.token_revoke(token::revoke_scope(revoke).unwrap(), None, now).await.unwrap(), 1);
 
-        let early = store.expire_due(now + chrono::Duration::seconds(59), None, 100).await.unwrap();
+        let early =
+            store.expire_due(now + chrono::Duration::seconds(59), None, chrono::Duration::hours(1), 100).await.unwrap();
         assert_eq!((early.removed, early.next), (0, Some(issued.expires_at)));
-        let due = store.expire_due(now + chrono::Duration::seconds(60), None, 100).await.unwrap();
+        let due =
+            store.expire_due(now + chrono::Duration::seconds(60), None, chrono::Duration::hours(1), 100).await.unwrap();
         assert_eq!(due.removed, 3, "the token, its family and the family's revocation record");
         assert_eq!((due.next, store.stats(now).await.unwrap().tokens), (None, 0));
-        let again = store.expire_due(now + chrono::Duration::seconds(61), None, 100).await.unwrap();
+        let again =
+            store.expire_due(now + chrono::Duration::seconds(61), None, chrono::Duration::hours(1), 100).await.unwrap();
         assert_eq!(again.removed, 0, "nothing is left to remove");
     });
 }
