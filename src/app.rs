@@ -113,7 +113,14 @@ impl Application {
         // Frames in hand per connection before it is read no further: each call in flight holds
         // two tickets (its task's and its request's), and room for as many again waiting.
         let backlog = max_in_flight.saturating_mul(4);
-        let guard = Guard { stall_limit: config.write_stall, read_ahead: config.max_message_bytes as usize, backlog };
+        // Answers waiting for a slow reader: one largest message's worth (the count is never
+        // above what really waits, so a larger answer alone never holds reading for long).
+        let guard = Guard {
+            stall_limit: config.write_stall,
+            read_ahead: config.max_message_bytes as usize,
+            backlog,
+            unsent_budget: config.max_message_bytes as usize,
+        };
         let handle = serve_guarded(listener, guard, move |io, ticket, stop| {
             // One service (one connection id) per TCP connection, as jsonrpsee's own accept
             // loop builds it. hyper hands over `Request<Incoming>`; the HTTP middleware takes
@@ -204,6 +211,8 @@ struct Guard {
     stall_limit: Duration,
     read_ahead: usize,
     backlog: usize,
+    /// Bytes of computed answers waiting for the socket above which a connection is not read.
+    unsent_budget: usize,
 }
 
 /// jsonrpsee's accept loop (`Server::start`), with each socket wrapped in a [`StallGuard`] so a
@@ -243,7 +252,8 @@ where
                 tracing::warn!(%remote, error = %e, "could not set TCP_NODELAY; dropping the connection");
                 continue;
             }
-            let (io, ticket) = StallGuard::new(socket, guard.stall_limit, guard.read_ahead, guard.backlog);
+            let (io, ticket) =
+                StallGuard::new(socket, guard.stall_limit, guard.read_ahead, guard.backlog, guard.unsent_budget);
             let connection = serve(io, ticket, stop.clone());
             let running = running.clone();
             tokio::spawn(async move {

@@ -22,6 +22,17 @@
 //!   this, a client sending faster than the answers are computed queues tasks as fast as it
 //!   can send, whether or not it reads.
 //!
+//! - **While the answers computed and not yet taken by the socket exceed a byte budget**,
+//!   nothing more is read. The RPC middleware adds each answer's size (through
+//!   [`BacklogTicket::unsent`]); the guard subtracts every byte the socket takes. Those bytes
+//!   include frame headers, pings and subscription notifications that were never added, so the
+//!   count is never above the answers really waiting (it stops at zero): reads are held only
+//!   while answers do wait, which the socket either takes (reading resumes) or leaves waiting
+//!   (the stall limit closes the connection). Calls already read wait ([`Unsent::room`]) before
+//!   computing their answers while the budget is exceeded, so they hold their requests, not
+//!   their answers. Without this, a client that asks for large answers and reads them slowly
+//!   holds up to `--connection-buffer` of them in jsonrpsee's channel.
+//!
 //! The timer only runs while a write is pending: a connection that writes nothing, or whose
 //! writes go through, costs no timer. A client that pipelines more requests than the socket
 //! buffers hold and reads nothing until it has sent them all waits on itself, and is reset at
@@ -39,22 +50,75 @@ use futures::task::AtomicWaker;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-/// The frames one connection has in hand: read, and not yet answered.
+/// The frames one connection has in hand (read, and not yet answered) and the bytes of its
+/// answers not yet taken by the socket.
 #[derive(Debug)]
 struct Backlog {
     /// Live [`BacklogTicket`]s.
     held: AtomicUsize,
     /// Reading pauses above this many.
     limit: usize,
+    /// Bytes of answers computed and not yet written (a lower bound: see the module docs).
+    unsent: AtomicUsize,
+    /// Reading pauses, and no more answers are computed, above this many unsent bytes.
+    budget: usize,
     /// The reader parked on a full backlog.
     reader: AtomicWaker,
+    /// Calls waiting for the unsent bytes to come back within the budget.
+    calls: Notify,
 }
 
 impl Backlog {
     fn full(&self) -> bool {
-        self.held.load(Ordering::Acquire) > self.limit
+        self.held.load(Ordering::Acquire) > self.limit || self.over_budget()
+    }
+
+    /// The socket took `n` bytes: fewer answer bytes wait (never below zero). Wakes a reader
+    /// parked on the budget once the waiting bytes are back within it.
+    fn sent(&self, n: usize) {
+        let before =
+            self.unsent.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n))).unwrap_or(0);
+        if before > self.budget && before.saturating_sub(n) <= self.budget {
+            self.reader.wake();
+            self.calls.notify_waiters();
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.unsent.load(Ordering::Acquire) > self.budget
+    }
+}
+
+/// A connection's count of answer bytes not yet sent, for the RPC middleware to add to.
+#[derive(Debug, Clone)]
+pub struct Unsent(Arc<Backlog>);
+
+impl Unsent {
+    /// An answer of `bytes` was computed and goes to the connection's send queue.
+    pub fn answered(&self, bytes: usize) {
+        self.0.unsent.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Resolves once the answers waiting for the socket are within the budget: a call waits
+    /// here before computing its answer, so a client that reads slowly holds requests in hand,
+    /// not answers. Never waits on a count that nothing would lower: the count is at most what
+    /// really waits, which the socket takes or the stall limit ends.
+    pub async fn room(&self) {
+        if !self.0.over_budget() {
+            return;
+        }
+        loop {
+            let notified = self.0.calls.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.0.over_budget() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -62,6 +126,13 @@ impl Backlog {
 /// task: while the clones held exceed the limit, the connection is not read.
 #[derive(Debug)]
 pub struct BacklogTicket(Arc<Backlog>);
+
+impl BacklogTicket {
+    /// The connection's unsent-answer count (not a ticket: holding it counts no frame).
+    pub fn unsent(&self) -> Unsent {
+        Unsent(self.0.clone())
+    }
+}
 
 impl Clone for BacklogTicket {
     fn clone(&self) -> Self {
@@ -169,9 +240,17 @@ impl<T: Guarded> StallGuard<T> {
     /// (`--max-message-bytes`), so that a client whose WebSocket library holds one lock for
     /// writing a message and for answering a ping (soketto does) can always finish the message
     /// it is writing, then answer, then read. `backlog`: frames in hand above which nothing is
-    /// read. Must be created inside a tokio runtime with the timer enabled.
-    pub fn new(inner: T, limit: Duration, read_ahead: usize, backlog: usize) -> (Self, BacklogTicket) {
-        let backlog = Arc::new(Backlog { held: AtomicUsize::new(1), limit: backlog, reader: AtomicWaker::new() });
+    /// read. `budget`: bytes of answers waiting for the socket above which nothing is read.
+    /// Must be created inside a tokio runtime with the timer enabled.
+    pub fn new(inner: T, limit: Duration, read_ahead: usize, backlog: usize, budget: usize) -> (Self, BacklogTicket) {
+        let backlog = Arc::new(Backlog {
+            held: AtomicUsize::new(1),
+            limit: backlog,
+            unsent: AtomicUsize::new(0),
+            budget,
+            reader: AtomicWaker::new(),
+            calls: Notify::new(),
+        });
         let ticket = BacklogTicket(backlog.clone());
         let guard = Self {
             inner,
@@ -200,8 +279,10 @@ impl<T: Guarded> StallGuard<T> {
         )
     }
 
-    /// A write made progress: the peer is reading, so reading from it resumes.
-    fn progressed(&mut self) {
+    /// A write made progress (`n` bytes taken): the peer is reading, so reading from it
+    /// resumes, unless too many answer bytes still wait.
+    fn progressed(&mut self, n: usize) {
+        self.backlog.sent(n);
         self.read_while_waiting = 0;
         if self.armed {
             self.armed = false;
@@ -250,13 +331,13 @@ impl<T: Guarded> StallGuard<T> {
     }
 
     /// Runs one write-side operation of the inner stream: fails at once once tripped; a result
-    /// that took bytes (`took`) disarms the clock and resumes reading; `Pending` runs the clock.
-    /// A flush or shutdown never counts as progress: a TCP flush is always ready, whether or
-    /// not the peer reads.
+    /// that took bytes (`took`, how many) disarms the clock and resumes reading; `Pending` runs
+    /// the clock. A flush or shutdown never counts as progress: a TCP flush is always ready,
+    /// whether or not the peer reads.
     fn write_side<R>(
         &mut self,
         cx: &mut Context<'_>,
-        took: fn(&R) -> bool,
+        took: fn(&R) -> usize,
         op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         if self.tripped {
@@ -264,8 +345,9 @@ impl<T: Guarded> StallGuard<T> {
         }
         match op(Pin::new(&mut self.inner), cx) {
             Poll::Ready(Ok(done)) => {
-                if took(&done) {
-                    self.progressed();
+                let n = took(&done);
+                if n > 0 {
+                    self.progressed(n);
                 }
                 Poll::Ready(Ok(done))
             }
@@ -291,7 +373,8 @@ impl<T: Guarded> AsyncRead for StallGuard<T> {
             Sides::set(&this.sides.reader, cx);
             return this.poll_stall();
         }
-        // Too many frames in hand: read nothing more until their answers are computed.
+        // Too many frames in hand, or answer bytes waiting: read nothing more until the answers
+        // are computed, or taken by the socket.
         if this.backlog.full() {
             this.backlog.reader.register(cx.waker());
             if this.backlog.full() {
@@ -319,7 +402,7 @@ impl<T: Guarded> AsyncRead for StallGuard<T> {
 
 impl<T: Guarded> AsyncWrite for StallGuard<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.get_mut().write_side(cx, |n| *n > 0, |io, cx| io.poll_write(cx, buf))
+        self.get_mut().write_side(cx, |n| *n, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -327,7 +410,7 @@ impl<T: Guarded> AsyncWrite for StallGuard<T> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().write_side(cx, |n| *n > 0, |io, cx| io.poll_write_vectored(cx, bufs))
+        self.get_mut().write_side(cx, |n| *n, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     /// Forwarded: hyper picks its write strategy (queued `writev` or one flattened buffer) from
@@ -337,11 +420,11 @@ impl<T: Guarded> AsyncWrite for StallGuard<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().write_side(cx, |()| false, |io, cx| io.poll_flush(cx))
+        self.get_mut().write_side(cx, |()| 0, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().write_side(cx, |()| false, |io, cx| io.poll_shutdown(cx))
+        self.get_mut().write_side(cx, |()| 0, |io, cx| io.poll_shutdown(cx))
     }
 }
 
@@ -353,7 +436,7 @@ mod tests {
     const LIMIT: Duration = Duration::from_secs(10);
 
     fn guard(inner: tokio::io::DuplexStream) -> StallGuard<tokio::io::DuplexStream> {
-        StallGuard::new(inner, LIMIT, 0, 1024).0
+        StallGuard::new(inner, LIMIT, 0, 1024, usize::MAX).0
     }
 
     fn assert_send_unpin_static<X: Send + Unpin + 'static>() {}
@@ -445,7 +528,7 @@ mod tests {
     async fn nothing_is_read_while_the_backlog_is_full() {
         let (mut peer, server) = tokio::io::duplex(64);
         peer.write_all(b"hello").await.unwrap();
-        let (mut guard, ticket) = StallGuard::new(server, LIMIT, 0, 4);
+        let (mut guard, ticket) = StallGuard::new(server, LIMIT, 0, 4, usize::MAX);
         // The connection's own ticket plus five frames in hand: two over the limit.
         let in_hand: Vec<BacklogTicket> = (0..5).map(|_| ticket.clone()).collect();
         let mut got = [0; 5];
@@ -463,6 +546,33 @@ mod tests {
         drop(in_hand.next());
         assert_eq!(reader.await.ok().and_then(Result::ok), Some(*b"hello"));
         drop(in_hand);
+    }
+
+    /// Answers waiting for the socket over the budget hold reading; the socket taking enough of
+    /// them resumes it. What the socket takes beyond the answers counted (frame headers,
+    /// notifications) never makes the count go below zero.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_read_while_the_unsent_answers_exceed_the_budget() {
+        let (mut peer, server) = tokio::io::duplex(1024);
+        peer.write_all(b"hello").await.unwrap();
+        let (guard, ticket) = StallGuard::new(server, LIMIT, 0, 1024, 100);
+        let (mut read_half, mut write_half) = tokio::io::split(guard);
+        // Bytes sent before any answer was counted leave the count at zero.
+        write_half.write_all(&[0; 20]).await.unwrap();
+        ticket.unsent().answered(150);
+        let reader = tokio::spawn(async move {
+            let mut got = [0; 5];
+            read_half.read_exact(&mut got).await.map(|_| got)
+        });
+        tokio::time::sleep(LIMIT / 2).await;
+        assert!(!reader.is_finished(), "held while 150 bytes wait, over the budget of 100");
+        write_half.write_all(&[0; 40]).await.unwrap();
+        tokio::time::sleep(LIMIT / 10).await;
+        assert!(!reader.is_finished(), "still held with 110 waiting");
+        write_half.write_all(&[0; 10]).await.unwrap();
+        let got = tokio::time::timeout(LIMIT / 10, reader).await;
+        assert_eq!(got.ok().and_then(Result::ok).and_then(Result::ok), Some(*b"hello"), "read once 100 waited");
+        drop(ticket);
     }
 
     /// The timer wakes both sides: a reader that polled it last and then went away (jsonrpsee
@@ -486,7 +596,7 @@ mod tests {
     async fn a_write_waiting_leaves_room_for_the_read_ahead_only() {
         let (mut peer, server) = tokio::io::duplex(64);
         peer.write_all(b"hello").await.unwrap();
-        let (mut read_half, mut write_half) = tokio::io::split(StallGuard::new(server, LIMIT, 3, 1024).0);
+        let (mut read_half, mut write_half) = tokio::io::split(StallGuard::new(server, LIMIT, 3, 1024, usize::MAX).0);
         let writer = tokio::spawn(async move { write_half.write_all(&[7; 1024]).await.map_err(|e| e.kind()) });
         tokio::task::yield_now().await;
         let mut got = [0; 5];

@@ -26,6 +26,7 @@ use super::error::BUSY;
 use super::params::clip;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::stall::{BacklogTicket, Unsent};
 
 /// Caps the calls in flight on one connection (jsonrpsee has no such limit), counts and times
 /// every call, and gives each its own tracing span. One is built per connection, so its
@@ -79,10 +80,13 @@ where
     type BatchResponse = MethodResponse;
 
     fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
-        let permit = self.permit();
-        let inner = self.inner.clone();
-        let metrics = self.metrics.clone();
+        let guard = self.clone();
+        let unsent = unsent(request.extensions());
         async move {
+            if let Some(unsent) = &unsent {
+                unsent.room().await;
+            }
+            let (permit, inner, metrics) = (guard.permit(), guard.inner, guard.metrics);
             let method = metrics.label(request.method_name()).to_string();
             let started = Instant::now();
             let span = tracing::debug_span!("rpc", method = %method);
@@ -97,42 +101,65 @@ where
                 None => tracing::debug!(duration_us = took.as_micros() as u64, outcome = "ok", "call"),
                 Some(code) => tracing::debug!(duration_us = took.as_micros() as u64, outcome = "error", code, "call"),
             });
-            response
+            counted(response, unsent)
         }
     }
 
-    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
-        // Batch entries never pass through `call`: each takes its own permit here, and the
-        // ones that find none are answered "busy".
-        let mut permits = Vec::new();
-        let entries: Vec<_> = batch
-            .into_iter()
-            .map(|entry| match entry {
-                Ok(BatchEntry::Call(request)) => match self.permit() {
-                    Some(permit) => {
-                        permits.push(permit);
-                        Ok(BatchEntry::Call(request))
-                    }
-                    None => Err(BatchEntryErr::new(request.id, busy())),
-                },
-                other => other,
-            })
-            .collect();
-        let inner = self.inner.clone();
-        let metrics = self.metrics.clone();
+    fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        let guard = self.clone();
+        let unsent = unsent(batch.extensions());
         async move {
+            if let Some(unsent) = &unsent {
+                unsent.room().await;
+            }
+            // Batch entries never pass through `call`: each takes its own permit here, and the
+            // ones that find none are answered "busy".
+            let mut permits = Vec::new();
+            let entries: Vec<_> = batch
+                .into_iter()
+                .map(|entry| match entry {
+                    Ok(BatchEntry::Call(request)) => match guard.permit() {
+                        Some(permit) => {
+                            permits.push(permit);
+                            Ok(BatchEntry::Call(request))
+                        }
+                        None => Err(BatchEntryErr::new(request.id, busy())),
+                    },
+                    other => other,
+                })
+                .collect();
+            let (inner, metrics) = (guard.inner, guard.metrics);
             let started = Instant::now();
             let response =
                 inner.batch(Batch::from(entries)).instrument(tracing::debug_span!("rpc", method = "batch")).await;
             drop(permits);
             metrics.record_call("batch", started.elapsed(), None);
-            response
+            counted(response, unsent)
         }
     }
 
     fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
         self.inner.notification(n)
     }
+}
+
+/// The connection's count of answer bytes waiting for the socket (`stall.rs`); WebSocket calls
+/// carry it, plain HTTP requests do not.
+fn unsent(extensions: &http::Extensions) -> Option<Unsent> {
+    extensions.get::<BacklogTicket>().map(BacklogTicket::unsent)
+}
+
+/// Adds an answer that jsonrpsee sends next (a call's or a batch's) to its connection's
+/// unsent bytes. A subscription's answer was already sent by its handler and a notification
+/// gets none: neither is added, since a byte added that is never sent would hold the
+/// connection's reading for good.
+fn counted(response: MethodResponse, unsent: Option<Unsent>) -> MethodResponse {
+    if let Some(unsent) = unsent
+        && (response.is_method_call() || response.is_batch())
+    {
+        unsent.answered(response.as_json().get().len());
+    }
+    response
 }
 
 /// Marks the calls of a plain HTTP request (inserted by the HTTP layer; a WebSocket's calls

@@ -225,3 +225,57 @@ async fn a_client_that_reads_slowly_keeps_its_connection() {
     }
     assert!(started.elapsed() > Duration::from_secs(4), "the answers took longer than twice the limit to drain");
 }
+
+/// How many calls of `method` the server has answered, from `/metrics`.
+async fn answered(app: &TestApp, method: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket.write_all(b"GET /metrics HTTP/1.1\r\nHost: authstore\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.unwrap();
+    let line = format!("authstore_rpc_calls_total{{method=\"{method}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"))
+}
+
+// A client that asks for large answers faster than it reads them gets them all, but the server
+// computes only about a budget (one largest message) ahead of what the socket has taken: the
+// rest wait as requests, not as answers in the connection's send queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_reads_large_answers_slowly_has_a_budget_of_them_computed_ahead() {
+    let app = TestApp::spawn_with(Options {
+        socket_send_buffer: Some(8192),
+        tweak: |config| {
+            config.write_stall = Duration::from_secs(60);
+            // The budget: rpc.discover's answer (~38 KB) fits, two do not.
+            config.max_message_bytes = 64 * 1024;
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut slow = small_window_socket(&app).await.unwrap();
+    const CALLS: u64 = 300;
+    for id in 0..CALLS {
+        let call = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"rpc.discover"}}"#);
+        slow.send(Message::text(call)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ahead = answered(&app, "rpc.discover").await;
+    assert!(ahead <= 10, "{ahead} of {CALLS} answers computed while the client read none");
+
+    // Reading, the client gets every answer.
+    let mut got = 0;
+    while got < CALLS {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                assert!(text.contains("\"openrpc\""), "an rpc.discover answer");
+                got += 1;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("closed after {got} answers: {other:?}"),
+        }
+    }
+    assert_eq!(answered(&app, "rpc.discover").await, CALLS);
+}

@@ -1,8 +1,9 @@
 //! A burst of malformed frames: `authstore-tools burst`.
 //!
 //! Each connection pipelines frames a well-behaved client never sends, alternating text that
-//! is not JSON and a `session.put` whose params fail validation, and reads one error answer
-//! per frame (with `--never-read`, none: a client that stopped reading). Nothing is stored;
+//! is not JSON and a `session.put` whose params fail validation (or, with `--call METHOD`,
+//! calls of that method), and reads one answer per frame (with `--never-read`, none: a client
+//! that stopped reading). Nothing is stored;
 //! what the burst leaves is the server's memory, which is the point: read its resident size
 //! before, after, and after a pause (`docs/benchmarks.md`, "Allocator" and "A client that
 //! does not read").
@@ -41,11 +42,17 @@ pub struct BurstArgs {
     /// With `--never-read`: seconds to keep the connections open after sending.
     #[arg(long, default_value_t = 0)]
     pub hold_secs: u64,
+    /// Send well-formed calls of this method, without params (e.g. `rpc.discover`, whose answer
+    /// is large), instead of the malformed frames.
+    #[arg(long)]
+    pub call: Option<String>,
 }
 
-/// The frames, in turn.
-fn frame(i: u64) -> String {
-    if i.is_multiple_of(2) {
+/// The frames, in turn: calls of `call`, or malformed ones.
+fn frame(call: Option<&str>, i: u64) -> String {
+    if let Some(method) = call {
+        format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":{}}}", serde_json::Value::from(method))
+    } else if i.is_multiple_of(2) {
         format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"session.put\",\"params\":{{\"client_id\"")
     } else {
         format!(
@@ -66,13 +73,14 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         }
         let (socket, _) = tokio_tungstenite::connect_async(request).await.context("connecting")?;
         let window = args.window.max(1);
+        let call = args.call.clone();
         if args.never_read {
             let hold = std::time::Duration::from_secs(args.hold_secs);
             connections.push(tokio::spawn(async move {
                 let (mut sink, stream) = socket.split();
                 let mut sent = 0u64;
                 while sent < per {
-                    if let Err(e) = sink.send(Message::text(frame(c as u64 * per + sent))).await {
+                    if let Err(e) = sink.send(Message::text(frame(call.as_deref(), c as u64 * per + sent))).await {
                         eprintln!("burst: connection {c}: the server closed it after {sent} frames ({e})");
                         break;
                     }
@@ -88,11 +96,11 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
             let (mut sink, mut stream) = socket.split();
             let credit = Arc::new(Semaphore::new(window));
             let sending = {
-                let credit = credit.clone();
+                let (credit, call) = (credit.clone(), call.clone());
                 tokio::spawn(async move {
                     for i in 0..per {
                         credit.acquire().await?.forget();
-                        sink.send(Message::text(frame(c as u64 * per + i))).await?;
+                        sink.send(Message::text(frame(call.as_deref(), c as u64 * per + i))).await?;
                     }
                     anyhow::Ok(sink)
                 })
@@ -119,12 +127,13 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         answers += connection.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let what = args.call.as_deref().map_or("malformed frames".to_string(), |method| format!("{method} calls"));
     if args.never_read {
-        println!("burst: {answers} malformed frames sent, none read, over {} connections", args.connections);
+        println!("burst: {answers} {what} sent, none read, over {} connections", args.connections);
         return Ok(());
     }
     println!(
-        "burst: {answers} malformed frames answered over {} connections in {seconds:.1} s ({:.0}/s)",
+        "burst: {answers} {what} answered over {} connections in {seconds:.1} s ({:.0}/s)",
         args.connections,
         answers as f64 / seconds
     );
