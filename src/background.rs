@@ -79,6 +79,7 @@ impl Background {
         }
         tasks.spawn("sequencer", sequencer(store.clone(), clock.clone(), hub.clone(), metrics, timings, stop.clone()));
         tasks.spawn("hub-reader", read_into_hub(store.clone(), hub, timings, stop.clone()));
+        tasks.spawn("revoked-families", record_revoked_families(store.clone()));
         tasks.spawn("pruner", pruner(store, clock, timings, stop));
         Background { tasks }
     }
@@ -113,7 +114,8 @@ const SWEPT_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timings: Timings, mut stop: StopSignal) {
     let written = store.deadlines();
     // How far past `now` a pass looks for the next deadline: twice the longest sleep, so a
-    // deadline just past one sleep is still planned for exactly, however long the pass took.
+    // deadline just past one sleep is still planned for exactly. A pass that took longer than a
+    // sleep may have missed one beyond that: the next pass then follows at once (below).
     let horizon = chrono::Duration::from_std(timings.expiry_tick * 2).unwrap_or(chrono::Duration::days(1));
     let mut next: Option<DateTime<Utc>> = None;
     // When the last pass ended; `None` before the first, which runs at once.
@@ -158,6 +160,7 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timi
         // Kept for a failed pass: a deadline written before the cleared range is looked for
         // from its own place next time too, not left for the sweep.
         let woke_for = next.take();
+        let began = Instant::now();
         loop {
             let now = clock.now();
             match store.expire_due(now, from, horizon, BATCH).await {
@@ -182,6 +185,11 @@ async fn expiry(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, timi
                     break;
                 }
             }
+        }
+        if next.is_none() && began.elapsed() > timings.expiry_tick {
+            // Its `now` is a tick or more behind: a deadline past its horizon may be due before
+            // the next sleep would end.
+            next = Some(clock.now());
         }
         last_pass = Some(Instant::now());
     }
@@ -209,6 +217,16 @@ fn earliest<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// Once, at start: records the families an older server revoked, which the live-token count
+/// needs (`Store::record_revoked_families`).
+async fn record_revoked_families(store: Store) {
+    match store.record_revoked_families().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(families = n, "recorded families revoked by an older server"),
+        Err(e) => failed(&e, "recording revoked families failed; the token count may include them"),
     }
 }
 

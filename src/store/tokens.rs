@@ -103,6 +103,13 @@ pub struct TokenFilter {
     pub grant_id: Option<GrantId>,
 }
 
+/// The condition under which a family is still as it was read (`$family_rev`,
+/// `$family_active`) and not revoked. The active token is compared as well as `rev`: a family
+/// removed at its deadline and created again under the same grant starts again at `rev` 1, so a
+/// decision taken on the old one's read would otherwise pass, and join (or rotate into) the new
+/// family beside its own active token.
+const FAMILY_AS_READ: &str = "rev = $family_rev AND active_token = $family_active AND revoked_at = NONE";
+
 /// SurrealQL that creates the token described by the bound `$new_*` parameters.
 const CREATE_NEW: &str = "CREATE ONLY $new SET hash = $new_hash, token_id = $new_token_id, grant_id = $grant_id, \
     client_id = $client_id, user_id = $user_id, scope = $scope, resource = $resource, data = $data, \
@@ -165,7 +172,7 @@ impl Store {
                     token::may_join(f, &new.client_id, &new.user_id)?;
                     format!(
                         "LET $f = (UPDATE ONLY $family SET active_token = $new_hash, expires_at = $expires_at, rev += 1 \
-                            WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
+                            WHERE {FAMILY_AS_READ} RETURN AFTER); \
                          IF $f = NONE {{ THROW 'authstore:retry' }}; \
                          LET $old = IF $previous != NONE {{ (UPDATE ONLY $previous SET status = 'revoked', status_at = $now, \
                             reason = 'superseded', rev += 1 WHERE status = 'active' RETURN AFTER) }}; \
@@ -192,6 +199,7 @@ impl Store {
                 .set("client_updated_at", client.updated_at)
                 .set("family", record("family", &new.grant_id))
                 .set("family_rev", family.as_ref().map(|f| f.rev).unwrap_or_default())
+                .set("family_active", family.as_ref().and_then(|f| f.active_token.clone()))
                 .set("previous", previous)
                 .set("now", now);
             self.run(&sql, vars, emits).await?;
@@ -258,7 +266,7 @@ impl Store {
             let sql = format!(
                 "BEGIN; {retire_old} \
                  LET $f = (UPDATE ONLY $family SET active_token = $new_hash, expires_at = $expires_at, rev += 1 \
-                    WHERE rev = $family_rev AND revoked_at = NONE RETURN AFTER); \
+                    WHERE {FAMILY_AS_READ} RETURN AFTER); \
                  IF $f = NONE {{ THROW 'authstore:retry' }}; \
                  {CREATE_NEW} \
                  {record} \
@@ -273,6 +281,7 @@ impl Store {
                 .set("previous", replace.as_deref().map(|h| record("token", h)))
                 .set("family", record("family", &old.grant_id))
                 .set("family_rev", family.rev)
+                .set("family_active", family.active_token.clone())
                 .set("now", at);
             self.query_emitting(&sql, vars).await?;
             Ok(answer)
