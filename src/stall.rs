@@ -27,8 +27,9 @@
 //!   [`BacklogTicket::unsent`]); the guard subtracts every byte the socket takes. Those bytes
 //!   include frame headers, pings and subscription notifications that were never added, so the
 //!   count is never above the answers really waiting (it stops at zero): reads are held only
-//!   while answers do wait, which the socket either takes (reading resumes) or leaves waiting
-//!   (the stall limit closes the connection). Calls already read wait ([`Unsent::room`]) before
+//!   while answers do wait and the socket takes them; once a write waits on the client, the
+//!   read-ahead rule above applies instead (so the stall limit closes a client that stopped),
+//!   and once a write fails, the count holds nothing back. Calls already read wait ([`Unsent::room`]) before
 //!   computing their answers while the budget is exceeded, so they hold their requests, not
 //!   their answers. Without this, a client that asks for large answers and reads them slowly
 //!   holds up to `--connection-buffer` of them in jsonrpsee's channel.
@@ -41,7 +42,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -69,16 +70,22 @@ struct Backlog {
     reader: AtomicWaker,
     /// Calls waiting for the unsent bytes to come back within the budget.
     calls: Notify,
+    /// A write failed or the guard tripped: nothing more will be sent, so the unsent count
+    /// holds nothing back.
+    abandoned: AtomicBool,
 }
 
 impl Backlog {
     fn full(&self) -> bool {
-        self.held.load(Ordering::Acquire) > self.limit || self.over_budget()
+        self.held.load(Ordering::Acquire) > self.limit
     }
 
     /// The socket took `n` bytes: fewer answer bytes wait (never below zero). Wakes a reader
     /// parked on the budget once the waiting bytes are back within it.
     fn sent(&self, n: usize) {
+        if self.unsent.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let before =
             self.unsent.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n))).unwrap_or(0);
         if before > self.budget && before.saturating_sub(n) <= self.budget {
@@ -88,7 +95,15 @@ impl Backlog {
     }
 
     fn over_budget(&self) -> bool {
-        self.unsent.load(Ordering::Acquire) > self.budget
+        self.unsent.load(Ordering::Acquire) > self.budget && !self.abandoned.load(Ordering::Acquire)
+    }
+
+    /// Nothing more will be written: releases the reader and the calls held by the count,
+    /// which nothing would lower any more.
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.reader.wake();
+        self.calls.notify_waiters();
     }
 }
 
@@ -250,6 +265,7 @@ impl<T: Guarded> StallGuard<T> {
             budget,
             reader: AtomicWaker::new(),
             calls: Notify::new(),
+            abandoned: AtomicBool::new(false),
         });
         let ticket = BacklogTicket(backlog.clone());
         let guard = Self {
@@ -304,6 +320,8 @@ impl<T: Guarded> StallGuard<T> {
                 None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
             self.armed = true;
+            // A reader held by the unsent count may now take the read-ahead.
+            self.backlog.reader.wake();
         }
         let Some(timer) = self.timer.as_mut() else {
             return Poll::Pending;
@@ -327,7 +345,7 @@ impl<T: Guarded> StallGuard<T> {
         tracing::debug!(limit = ?self.limit, "closing a connection whose peer stopped reading");
         self.inner.on_stall();
         self.sides.wake_by_ref();
-        self.backlog.reader.wake();
+        self.backlog.abandon();
     }
 
     /// Runs one write-side operation of the inner stream: fails at once once tripped; a result
@@ -351,7 +369,11 @@ impl<T: Guarded> StallGuard<T> {
                 }
                 Poll::Ready(Ok(done))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => {
+                // The peer is gone: what waits will never be sent.
+                self.backlog.abandon();
+                Poll::Ready(Err(e))
+            }
             Poll::Pending => {
                 Sides::set(&self.sides.writer, cx);
                 self.poll_stall()
@@ -373,11 +395,14 @@ impl<T: Guarded> AsyncRead for StallGuard<T> {
             Sides::set(&this.sides.reader, cx);
             return this.poll_stall();
         }
-        // Too many frames in hand, or answer bytes waiting: read nothing more until the answers
-        // are computed, or taken by the socket.
-        if this.backlog.full() {
+        // Too many frames in hand, or answers over the budget waiting while the socket takes
+        // them: read nothing more until the answers are computed, or taken. (While a write
+        // waits on the client, the read-ahead above applies instead: a client may need to
+        // finish the message it is writing before it can read.)
+        let held = |b: &Backlog, armed: bool| b.full() || (!armed && b.over_budget());
+        if held(&this.backlog, this.armed) {
             this.backlog.reader.register(cx.waker());
-            if this.backlog.full() {
+            if held(&this.backlog, this.armed) {
                 return Poll::Pending;
             }
         }
@@ -573,6 +598,47 @@ mod tests {
         let got = tokio::time::timeout(LIMIT / 10, reader).await;
         assert_eq!(got.ok().and_then(Result::ok).and_then(Result::ok), Some(*b"hello"), "read once 100 waited");
         drop(ticket);
+    }
+
+    /// A client that goes away while answers over the budget wait for it: the write fails, and
+    /// the reader held by the count is released to see the end, instead of waiting for bytes
+    /// nothing will send.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_releases_what_the_unsent_answers_held() {
+        let (peer, server) = tokio::io::duplex(64);
+        let (guard, ticket) = StallGuard::new(server, LIMIT, 0, 1024, 100);
+        let (mut read_half, mut write_half) = tokio::io::split(guard);
+        ticket.unsent().answered(150);
+        let reader = tokio::spawn(async move { read_half.read(&mut [0; 8]).await.map_err(|e| e.kind()) });
+        tokio::time::sleep(LIMIT / 10).await;
+        assert!(!reader.is_finished(), "held while the answers wait");
+        drop(peer);
+        assert!(write_half.write_all(&[0; 10]).await.is_err(), "the client is gone");
+        let read = tokio::time::timeout(LIMIT / 10, reader).await;
+        assert!(matches!(read, Ok(Ok(Ok(0) | Err(_)))), "the reader sees the end: {read:?}");
+        let room = tokio::time::timeout(LIMIT / 10, ticket.unsent().room()).await;
+        assert!(room.is_ok(), "calls are no longer held");
+    }
+
+    /// Over the budget, a write waiting on the client still leaves it the read-ahead (it may
+    /// need to finish a message before it reads), and then the stall limit applies.
+    #[tokio::test(start_paused = true)]
+    async fn over_the_budget_a_waiting_write_still_leaves_the_read_ahead() {
+        let (mut peer, server) = tokio::io::duplex(64);
+        peer.write_all(b"hello world").await.unwrap();
+        let (guard, ticket) = StallGuard::new(server, LIMIT, 5, 1024, 100);
+        let (mut read_half, mut write_half) = tokio::io::split(guard);
+        // Still over the budget once the pipe has taken its 64 bytes.
+        ticket.unsent().answered(1000);
+        let writer = tokio::spawn(async move { write_half.write_all(&[0; 1024]).await.map_err(|e| e.kind()) });
+        let mut got = [0; 5];
+        let read = tokio::time::timeout(LIMIT / 10, read_half.read_exact(&mut got)).await;
+        assert!(matches!(read, Ok(Ok(5))), "the read-ahead is read: {read:?}");
+        assert_eq!(&got, b"hello");
+        let more = tokio::time::timeout(LIMIT * 2, read_half.read(&mut [0; 8])).await;
+        assert!(matches!(more, Ok(Err(_))), "then held until the stall limit trips: {more:?}");
+        assert_eq!(writer.await.ok(), Some(Err(io::ErrorKind::TimedOut)));
+        drop(peer);
     }
 
     /// The timer wakes both sides: a reader that polled it last and then went away (jsonrpsee
