@@ -34,9 +34,15 @@ pub struct Timings {
     /// after its own deadline by another instance (a stalled writer, a clock far behind) waits
     /// for the next sweep.
     pub expiry_sweep: Duration,
-    /// How often the sequencer and the hub look for work they were not woken for (events
-    /// written by other instances).
+    /// How often the hub looks for events it was not woken for (sequenced by other instances).
     pub poll: Duration,
+    /// How often the sequencer looks for outbox rows it was not woken for. Each instance
+    /// sequences its own writes as they commit, so this only catches what slipped past that: a
+    /// commit whose answer was lost, a failed pass, an instance killed between its commit and
+    /// sequencing. Each look reads the outbox's index from its start, past the tombstones of
+    /// the rows already sequenced (12 ms on a dataset that had sequenced 70 000 events), so it
+    /// is not done every `poll`: that cost a quarter of a core on an idle server.
+    pub sequence_poll: Duration,
     /// How long sequenced events are kept.
     pub retention: Duration,
     /// How often old events are pruned.
@@ -50,6 +56,7 @@ impl Default for Timings {
             expiry_tick: Duration::from_secs(1),
             expiry_sweep: Duration::from_secs(60),
             poll: Duration::from_millis(50),
+            sequence_poll: Duration::from_secs(1),
             retention: Duration::from_secs(24 * 3600),
             prune_every: Duration::from_secs(60),
         }
@@ -244,7 +251,7 @@ async fn sequencer(
         tokio::select! {
             () = stop.stopped() => return,
             () = written.notified() => {}
-            () = tokio::time::sleep(timings.poll) => {}
+            () = tokio::time::sleep(timings.sequence_poll) => {}
         }
         loop {
             match store.sequence_pending(BATCH, clock.now()).await {
