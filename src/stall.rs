@@ -29,9 +29,9 @@
 //!   count is never above the answers really waiting (it stops at zero): reads are held only
 //!   while answers do wait and the socket takes them; once a write waits on the client, the
 //!   read-ahead rule above applies instead (so the stall limit closes a client that stopped),
-//!   and once a write fails, the count holds nothing back. Calls already read wait ([`Unsent::room`]) before
-//!   computing their answers while the budget is exceeded, so they hold their requests, not
-//!   their answers. Without this, a client that asks for large answers and reads them slowly
+//!   and once a write fails, the count holds nothing back. Calls already read wait
+//!   ([`Unsent::room`]) before computing their answers while the budget is exceeded, so they
+//!   hold their requests, not their answers. Without this, a client that asks for large answers and reads them slowly
 //!   holds up to `--connection-buffer` of them in jsonrpsee's channel.
 //!
 //! The timer only runs while a write is pending: a connection that writes nothing, or whose
@@ -94,6 +94,13 @@ impl Backlog {
         }
     }
 
+    /// Whether reading waits: too many frames in hand, or answers over the budget waiting while
+    /// the socket takes them. (While a write waits on the client, the read-ahead applies
+    /// instead: a client may need to finish the message it is writing before it can read.)
+    fn holds_reads(&self, write_waiting: bool) -> bool {
+        self.full() || (!write_waiting && self.over_budget())
+    }
+
     fn over_budget(&self) -> bool {
         self.unsent.load(Ordering::Acquire) > self.budget && !self.abandoned.load(Ordering::Acquire)
     }
@@ -122,6 +129,7 @@ impl Unsent {
     /// not answers. Never waits on a count that nothing would lower: the count is at most what
     /// really waits, which the socket takes or the stall limit ends.
     pub async fn room(&self) {
+        // Within the budget (nearly always): no waiter registered, no lock taken.
         if !self.0.over_budget() {
             return;
         }
@@ -395,14 +403,10 @@ impl<T: Guarded> AsyncRead for StallGuard<T> {
             Sides::set(&this.sides.reader, cx);
             return this.poll_stall();
         }
-        // Too many frames in hand, or answers over the budget waiting while the socket takes
-        // them: read nothing more until the answers are computed, or taken. (While a write
-        // waits on the client, the read-ahead above applies instead: a client may need to
-        // finish the message it is writing before it can read.)
-        let held = |b: &Backlog, armed: bool| b.full() || (!armed && b.over_budget());
-        if held(&this.backlog, this.armed) {
+        // Read nothing more until the answers in hand are computed, or taken by the socket.
+        if this.backlog.holds_reads(this.armed) {
             this.backlog.reader.register(cx.waker());
-            if held(&this.backlog, this.armed) {
+            if this.backlog.holds_reads(this.armed) {
                 return Poll::Pending;
             }
         }

@@ -122,8 +122,7 @@ impl Store {
                     (SELECT VALUE expires_at FROM session WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
                     (SELECT VALUE expires_at FROM token WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
                     (SELECT VALUE expires_at FROM code WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
-                    (SELECT VALUE expires_at FROM family WHERE {ahead} ORDER BY expires_at LIMIT 1)[0], \
-                    (SELECT VALUE expires_at FROM family_revoked WHERE {ahead} ORDER BY expires_at LIMIT 1)[0] \
+                    (SELECT VALUE expires_at FROM family WHERE {ahead} ORDER BY expires_at LIMIT 1)[0] \
                 ], \
                 removed: array::len($s) + array::len($t) + array::len($c) + array::len($f) + array::len($r), \
                 more: array::max([array::len($s), array::len($t), array::len($c), array::len($f), array::len($r)]) \
