@@ -5,6 +5,7 @@
 //! latency at the same concurrency, and on the large dataset how late expiry events reach a
 //! subscriber while 10 k sessions a minute expire, and the memory of idle WebSockets.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -59,6 +60,13 @@ pub struct ScaleArgs {
     /// Idle WebSocket connections opened for the memory measurement.
     #[arg(long, default_value_t = 10_000)]
     pub idle_connections: usize,
+    /// The server's log filter (`RUST_LOG`), its log going to this tool's stderr.
+    #[arg(long, default_value = "warn")]
+    pub server_log: String,
+    /// Writes each expiry event's deadline, removal (`at`) and arrival at the subscriber to this
+    /// CSV file (RFC 3339 times), to line its lateness up with the server's log.
+    #[arg(long)]
+    pub expiry_csv: Option<PathBuf>,
 }
 
 /// What one dataset measured.
@@ -136,7 +144,7 @@ async fn measure(args: &ScaleArgs, exe: &Path, records: usize, large: bool) -> a
     // The embedded datastore closes in the background once its last handle is gone, flushing
     // what it holds; until then the server cannot take the directory's lock.
     let (mut server, ready_first) = loop {
-        match start(exe, &dir, args.port).await {
+        match start(exe, &dir, args).await {
             Err(e) if waited_for_lock.elapsed() < Duration::from_secs(300) => {
                 eprintln!("scale: {e:#}; trying again");
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -146,7 +154,7 @@ async fn measure(args: &ScaleArgs, exe: &Path, records: usize, large: bool) -> a
     };
     let _ = server.kill();
     let _ = server.wait();
-    let (mut server, ready_after_kill) = start(exe, &dir, args.port).await?;
+    let (mut server, ready_after_kill) = start(exe, &dir, args).await?;
     let pid = server.id();
     register(args.port).await?;
     eprintln!("scale: {records} records ready in {ready_first:.2?} (after SIGKILL: {ready_after_kill:.2?})");
@@ -216,13 +224,14 @@ async fn register(port: u16) -> anyhow::Result<()> {
 }
 
 /// Starts the server on `dir/db` and returns it with the time from spawn to `/ready` = 200.
-async fn start(exe: &Path, dir: &Path, port: u16) -> anyhow::Result<(Child, Duration)> {
+async fn start(exe: &Path, dir: &Path, args: &ScaleArgs) -> anyhow::Result<(Child, Duration)> {
+    let port = args.port;
     let started = Instant::now();
     let mut child = Command::new(exe)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--max-connections", "20000"])
         .arg("--db")
         .arg(format!("surrealkv://{}", dir.join("db").display()))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", &args.server_log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -353,6 +362,14 @@ async fn expiry(args: &ScaleArgs) -> anyhow::Result<()> {
     // after the deadline, and the event reaching the subscriber after that pass (sequencing,
     // the hub, the socket).
     let (mut lateness_ms, mut removal_ms, mut delivery_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut csv = match &args.expiry_csv {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(path).context("creating the expiry CSV")?);
+            writeln!(file, "deadline,removed_at,received_at")?;
+            Some(file)
+        }
+        None => None,
+    };
     let deadline = Instant::now() + Duration::from_secs(args.expiry_seconds + TTL_SECS + 10);
     while (lateness_ms.len() as u64) < puts && Instant::now() < deadline {
         let next = tokio::time::timeout_at(deadline.into(), events.next()).await;
@@ -365,7 +382,14 @@ async fn expiry(args: &ScaleArgs) -> anyhow::Result<()> {
             lateness_ms.push(late_ms(received, expires_at));
             removal_ms.push(late_ms(event.at, expires_at));
             delivery_ms.push(late_ms(received, event.at));
+            if let Some(file) = &mut csv {
+                let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                writeln!(file, "{},{},{}", time(expires_at), time(event.at), time(received))?;
+            }
         }
+    }
+    if let Some(mut file) = csv {
+        file.flush()?;
     }
     let put = put.await.context("the put task")?;
     println!();
