@@ -15,7 +15,8 @@ use std::time::Duration;
 use surrealdb::types::Object;
 use tokio::sync::Notify;
 
-use super::engine::{Handle, Memory};
+use super::engine::{Handle, Memory, TRANSACTION_BOUND};
+use super::in_flight::InFlight;
 use super::{Store, StoreError, WalRepair, batch, lock, schema, wal_tail};
 
 /// How long one round trip to the database may take unless configured (`--db-timeout-ms`).
@@ -26,6 +27,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The longest `/ready` waits for the database to answer.
+/// How long after an emitting change was given up on (its answer timed out, or its call was
+/// cancelled) the sequencer still expects it may commit, beyond the database's own transaction
+/// timeout: time it may have waited to start. Until then the outbox floor stays before it.
+const GIVEN_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+
 const READY_PROBE: Duration = Duration::from_secs(1);
 
 /// Pause between probes while the database is unreachable.
@@ -149,12 +155,21 @@ impl Store {
             Location::Memory | Location::Remote(_) => None,
         };
         let db = Handle::open(config).await?;
+        // Where this process is the database's only writer, the sequencer reads the outbox from
+        // a floor the changes in flight set (`in_flight.rs`).
+        let in_flight = match &config.location {
+            Location::SurrealKv(_) => Some(InFlight::new(Some(TRANSACTION_BOUND + GIVEN_UP_MARGIN))),
+            Location::Memory => Some(InFlight::new(None)),
+            Location::Remote(_) => None,
+        };
         // Applying the schema is not a call anyone waits on: it gets a generous bound.
         let health = Arc::new(Health { timeout: timeout.max(STARTUP_TIMEOUT), down: AtomicBool::new(false) });
         let mut store = Store {
             db,
             kind: config.location.kind(),
             outbox_written: Arc::new(Notify::new()),
+            in_flight: in_flight.map(Arc::new),
+            pruned_below: Arc::default(),
             deadlines: Arc::default(),
             queues: None,
             health,

@@ -53,25 +53,62 @@ pub struct EventPage {
 #[derive(Debug, Deserialize)]
 struct Pending {
     key: String,
+    ts: DateTime<Utc>,
+}
+
+/// What one sequencing pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequenced {
+    /// Rows given cursors.
+    pub count: usize,
+    /// Where the next pass may start reading: every row with an earlier `ts` is sequenced, and
+    /// none can appear. `None` where that cannot be known (several instances share the
+    /// database): from the start.
+    pub next_from: Option<DateTime<Utc>>,
 }
 
 impl Store {
     /// Moves up to `limit` outbox rows into the event log, giving them consecutive cursors in
     /// the order they became visible; rows that became visible together are ordered by the
     /// database's clock at the change (`ts`), so a change that committed before another began
-    /// comes first. Returns how many were sequenced. Sequencers on several instances conflict
-    /// on the sequencer record, so cursors are never handed out twice.
-    pub async fn sequence_pending(&self, limit: usize, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    /// comes first. Sequencers on several instances conflict on the sequencer record, so
+    /// cursors are never handed out twice.
+    ///
+    /// Given `from`, only rows with a `ts` from then on are read: a floor a previous pass
+    /// returned in [`Sequenced::next_from`], before which every row is already sequenced. A
+    /// read from the outbox's start walks the tombstone of every row ever sequenced
+    /// (`in_flight.rs`).
+    pub async fn sequence_pending(
+        &self,
+        from: Option<DateTime<Utc>>,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Sequenced, StoreError> {
         self.retrying(|| async {
+            // Taken before the read begins: no row it cannot see has an earlier `ts`.
+            let settled = self.in_flight.as_ref().map(|set| set.settled());
             const READ: &str = "BEGIN; \
                 (SELECT VALUE next FROM ONLY sequencer:events) ?? 1; \
-                SELECT record::id(id) AS key FROM outbox ORDER BY ts, id LIMIT $limit; \
+                SELECT record::id(id) AS key, ts FROM outbox ORDER BY ts, id LIMIT $limit; \
                 COMMIT;";
-            let mut results = self.query(READ, Vars::new().set("limit", limit as i64)).await?;
+            const READ_FROM: &str = "BEGIN; \
+                (SELECT VALUE next FROM ONLY sequencer:events) ?? 1; \
+                SELECT record::id(id) AS key, ts FROM outbox WHERE ts >= $from ORDER BY ts, id LIMIT $limit; \
+                COMMIT;";
+            let vars = Vars::new().set("limit", limit as i64);
+            let mut results = match from {
+                Some(from) => self.query(READ_FROM, vars.set("from", from)).await?,
+                None => self.query(READ, vars).await?,
+            };
             let first: i64 = take_one(&mut results, 1)?.unwrap_or(1);
             let pending: Vec<Pending> = take_all(&mut results, 2)?;
+            // A full page may have left rows at the last `ts` it read, never before it.
+            let next_from = match pending.last() {
+                Some(last) if pending.len() >= limit => settled.map(|settled| settled.min(last.ts)),
+                _ => settled,
+            };
             if pending.is_empty() {
-                return Ok(0);
+                return Ok(Sequenced { count: 0, next_from });
             }
             let items: Vec<serde_json::Value> = pending
                 .iter()
@@ -98,7 +135,7 @@ impl Store {
                 .set("items", serde_json::Value::Array(items))
                 .set("now", now);
             self.query(WRITE, vars).await?;
-            Ok(count)
+            Ok(Sequenced { count, next_from })
         })
         .await
     }
@@ -127,9 +164,26 @@ impl Store {
     pub async fn log_bounds(&self) -> Result<LogBounds, StoreError> {
         const SQL: &str = "BEGIN; RETURN { \
             head: ((SELECT VALUE next FROM ONLY sequencer:events) ?? 1) - 1, \
-            oldest: (SELECT VALUE seq FROM event ORDER BY seq LIMIT 1)[0] }; COMMIT;";
-        let bounds: Option<LogBounds> = take_returned(&mut self.query(SQL, Vars::new()).await?)?;
-        bounds.ok_or_else(|| StoreError::Decode("no log bounds".into()))
+            oldest: (SELECT VALUE seq FROM event WHERE seq >= $from ORDER BY seq LIMIT 1)[0] }; COMMIT;";
+        let vars = Vars::new().set("from", self.pruned_below());
+        let bounds: Option<LogBounds> = take_returned(&mut self.query(SQL, vars).await?)?;
+        let bounds = bounds.ok_or_else(|| StoreError::Decode("no log bounds".into()))?;
+        // The log is a suffix: nothing below the oldest retained cursor (or above the head,
+        // when none is) can be retained again.
+        self.pruned_to(bounds.oldest.unwrap_or(bounds.head + 1));
+        Ok(bounds)
+    }
+
+    /// Every cursor below this one is gone for good, as far as this store has seen: pruned, or
+    /// never handed out. Reads of the log's start look from here, so that they do not walk
+    /// the tombstones the pruned events left in the `event_seq` index (SurrealKV keeps one for
+    /// every deleted key, `in_flight.rs`).
+    fn pruned_below(&self) -> i64 {
+        self.pruned_below.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn pruned_to(&self, cursor: i64) {
+        self.pruned_below.fetch_max(cursor, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Drops the oldest events, at most `limit`, that were sequenced before `before`, stopping
@@ -140,16 +194,30 @@ impl Store {
     /// hole. Returns how many were dropped.
     pub async fn prune_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
         const SQL: &str = "BEGIN; \
-            LET $rows = (SELECT id, seq, sequenced_at FROM event ORDER BY seq LIMIT $limit); \
+            LET $rows = (SELECT id, seq, sequenced_at FROM event WHERE seq >= $from ORDER BY seq LIMIT $limit); \
             LET $kept = (SELECT VALUE seq FROM $rows WHERE sequenced_at >= $before); \
             LET $cut = IF array::len($kept) > 0 { array::min($kept) } ELSE { (array::max($rows.seq) ?? 0) + 1 }; \
             LET $old = (SELECT VALUE id FROM $rows WHERE seq < $cut); \
             DELETE $old; \
-            RETURN array::len($old); \
+            RETURN { pruned: array::len($old), cut: $cut }; \
             COMMIT;";
-        let vars = Vars::new().set("before", before).set("limit", limit as i64);
-        let pruned: Option<usize> =
+        #[derive(Deserialize)]
+        struct Pruned {
+            pruned: usize,
+            cut: i64,
+        }
+        let vars = Vars::new().set("before", before).set("limit", limit as i64).set("from", self.pruned_below());
+        let pruned: Option<Pruned> =
             self.retrying(|| async { take_returned(&mut self.query(SQL, vars.clone()).await?) }).await?;
-        Ok(pruned.unwrap_or(0))
+        match pruned {
+            Some(Pruned { pruned, cut }) => {
+                // An empty page says nothing about where the log starts (`cut` is 1 then).
+                if pruned > 0 {
+                    self.pruned_to(cut);
+                }
+                Ok(pruned)
+            }
+            None => Ok(0),
+        }
     }
 }

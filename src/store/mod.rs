@@ -33,6 +33,7 @@ mod event_log;
 mod events;
 mod expiry;
 mod idempotency;
+mod in_flight;
 mod lock;
 mod query;
 mod retry;
@@ -51,7 +52,7 @@ pub use codes::{CODE_BURN, decode_code};
 pub use connection::{DEFAULT_TIMEOUT, Location, STARTUP_TIMEOUT, StoreConfig, repair_wal};
 pub use engine::Memory;
 pub use error::StoreError;
-pub use event_log::{EventRecord, LogBounds};
+pub use event_log::{EventRecord, LogBounds, Sequenced};
 pub use events::EventKind;
 pub use expiry::{Deadlines, ExpiryPass};
 pub use sessions::{SESSION_PUT, SessionFilter};
@@ -70,6 +71,11 @@ pub struct Store {
     /// Woken after every committed transaction that wrote to the outbox, so the sequencer
     /// runs at once instead of at its next tick.
     outbox_written: Arc<Notify>,
+    /// The emitting transactions in flight, where this process is the only writer
+    /// (`in_flight.rs`); `None` against a shared server.
+    in_flight: Option<Arc<in_flight::InFlight>>,
+    /// Every event cursor below this is gone for good (`event_log.rs`).
+    pruned_below: Arc<std::sync::atomic::AtomicI64>,
     /// Deadlines written through this store, for the expiry scheduler.
     deadlines: Arc<Deadlines>,
     /// Group commit for point reads and single-statement writes (`batch.rs`); `None` in the

@@ -45,8 +45,16 @@ impl Store {
         if self.health.is_down() {
             return Err(StoreError::Unreachable);
         }
+        debug_assert!(emits == Emits::Events || !sql.contains("CREATE outbox"), "an unregistered emitting query");
         let lost = || if writes(sql) { StoreError::OutcomeUnknown } else { StoreError::Unreachable };
-        let mut results = match tokio::time::timeout(self.health.timeout, self.db.query(sql, vars.0)).await {
+        // Registered before it is sent, and over only once answered: dropped here unanswered (a
+        // timeout, a cancelled call) it is counted as given up on (`in_flight.rs`).
+        let ticket = self.in_flight.as_deref().filter(|_| emits == Emits::Events).map(|set| set.begin());
+        let answer = tokio::time::timeout(self.health.timeout, self.db.query(sql, vars.0)).await;
+        if let (Some(ticket), Ok(_)) = (ticket, &answer) {
+            ticket.answered();
+        }
+        let mut results = match answer {
             Ok(Ok(results)) => results,
             // The connection dropped under this query. The client reconnects by itself and
             // queues what comes next: a blip costs only the queries in flight, an outage

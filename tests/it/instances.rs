@@ -239,6 +239,7 @@ async fn instances_whose_clocks_differ_prune_only_a_prefix_of_the_log() {
             expiry_sweep: Duration::from_secs(3600),
             poll: Duration::from_secs(3600),
             sequence_poll: Duration::from_secs(3600),
+            sequence_sweep: Duration::from_secs(3600),
             retention: Duration::from_secs(60),
             prune_every: Duration::from_millis(50),
         },

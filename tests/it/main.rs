@@ -21,6 +21,7 @@ mod process;
 mod remote;
 mod scheduler;
 mod schema;
+mod sequencer;
 mod slow;
 mod support;
 mod wal;
