@@ -251,9 +251,9 @@ async fn record_revoked_families(store: Store) {
 }
 
 /// Gives outbox events their cursors as soon as they are written. Each pass reads from the
-/// floor the last one returned (`Store::sequence_pending`), and once every `sequence_sweep`
-/// from the outbox's start, which catches a row the floor passed by (only possible if the
-/// machine's clock went back).
+/// floor the last one returned (`Store::sequence_pending`; none after the clock went back), and
+/// once every `sequence_sweep` from the outbox's start, a net for a row a floor passed by
+/// anyway.
 async fn sequencer(
     store: Store,
     clock: Arc<dyn Clock>,

@@ -15,9 +15,10 @@ use std::time::Duration;
 use surrealdb::types::Object;
 use tokio::sync::Notify;
 
-use super::engine::{Handle, Memory, TRANSACTION_BOUND};
+use super::engine::{Handle, Memory};
 use super::in_flight::InFlight;
 use super::{Store, StoreError, WalRepair, batch, lock, schema, wal_tail};
+use crate::clock::SystemClock;
 
 /// How long one round trip to the database may take unless configured (`--db-timeout-ms`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,12 +27,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// together on one server conflict and retry), and on the start's other reads.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The longest `/ready` waits for the database to answer.
 /// How long after an emitting change was given up on (its answer timed out, or its call was
-/// cancelled) the sequencer still expects it may commit, beyond the database's own transaction
-/// timeout: time it may have waited to start. Until then the outbox floor stays before it.
-const GIVEN_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+/// cancelled) the outbox floor stays before it. A margin only: embedded, a dropped query's
+/// change has either committed already or never will (`in_flight.rs`).
+const GIVEN_UP_FOR: chrono::Duration = chrono::Duration::seconds(60);
 
+/// The longest `/ready` waits for the database to answer.
 const READY_PROBE: Duration = Duration::from_secs(1);
 
 /// Pause between probes while the database is unreachable.
@@ -158,8 +159,7 @@ impl Store {
         // Where this process is the database's only writer, the sequencer reads the outbox from
         // a floor the changes in flight set (`in_flight.rs`).
         let in_flight = match &config.location {
-            Location::SurrealKv(_) => Some(InFlight::new(Some(TRANSACTION_BOUND + GIVEN_UP_MARGIN))),
-            Location::Memory => Some(InFlight::new(None)),
+            Location::SurrealKv(_) | Location::Memory => Some(InFlight::new(GIVEN_UP_FOR, Arc::new(SystemClock))),
             Location::Remote(_) => None,
         };
         // Applying the schema is not a call anyone waits on: it gets a generous bound.

@@ -24,11 +24,6 @@ use super::connection::{Location, StoreConfig};
 
 const MIB: u64 = 1 << 20;
 
-/// The longest one transaction may run in an embedded store: the datastore cancels one that
-/// runs longer. The bound the sequencer's outbox floor relies on for a change whose answer
-/// was given up on (`in_flight.rs`); as long as the schema's own bound at start.
-pub(super) const TRANSACTION_BOUND: chrono::Duration = chrono::Duration::seconds(300);
-
 /// The smallest and largest block cache the default picks (see [`Memory::default_for`]). A
 /// cache smaller than the records read costs speed, not correctness (docs/benchmarks.md,
 /// "Scale": 17.7 k/s with 512 MiB, 19.7 k/s with 8 GiB, at a million records).
@@ -179,7 +174,7 @@ async fn open_surrealkv(path: &str, memory: Memory) -> Result<Surreal<Db>, Store
         .with_config(memory.config_map())
         .with_engine_options(EngineOptions::default())
         .with_query_timeout(None)
-        .with_transaction_timeout(TRANSACTION_BOUND.to_std().ok())
+        .with_transaction_timeout(None)
         .with_auth(false)
         .with_capabilities(capabilities.into())
         .without_maintenance_tasks()

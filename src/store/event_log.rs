@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{EventKind, Store, StoreError, Vars, take_all, take_one, take_returned};
+use crate::clock::stored_precision;
 
 /// A sequenced lifecycle event as stored.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,6 +57,24 @@ struct Pending {
     ts: DateTime<Utc>,
 }
 
+/// How far before a floor a sequencing read starts.
+///
+/// SurrealDB keys a datetime index by its RFC 3339 text with as few fractional digits as are
+/// exact (`crate::clock::stored_precision`), and `ts` is the database's clock to the
+/// nanosecond: a row in the floor's own millisecond (`…05.123456789Z`) sorts before the floor
+/// (`…05.123Z`), and a floor on a whole second (`…05Z`) sorts after that whole second. So a
+/// floor is never read from as it is: see [`read_bound`].
+const FLOOR_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Where a read from `floor` starts: a second before it, never on a whole second. Every row
+/// at or past the floor is then more than a millisecond past the bound, so byte order agrees
+/// with time order between them; what the range takes in before the floor is sequenced already
+/// (a second of tombstones). The margin also absorbs the millisecond a clock reading may be
+/// moved forward by.
+fn read_bound(floor: DateTime<Utc>) -> DateTime<Utc> {
+    stored_precision(floor - FLOOR_MARGIN)
+}
+
 /// What one sequencing pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sequenced {
@@ -86,7 +105,7 @@ impl Store {
     ) -> Result<Sequenced, StoreError> {
         self.retrying(|| async {
             // Taken before the read begins: no row it cannot see has an earlier `ts`.
-            let settled = self.in_flight.as_ref().map(|set| set.settled());
+            let settled = self.in_flight.as_ref().and_then(|set| set.settled());
             const READ: &str = "BEGIN; \
                 (SELECT VALUE next FROM ONLY sequencer:events) ?? 1; \
                 SELECT record::id(id) AS key, ts FROM outbox ORDER BY ts, id LIMIT $limit; \
@@ -97,7 +116,7 @@ impl Store {
                 COMMIT;";
             let vars = Vars::new().set("limit", limit as i64);
             let mut results = match from {
-                Some(from) => self.query(READ_FROM, vars.set("from", from)).await?,
+                Some(from) => self.query(READ_FROM, vars.set("from", read_bound(from))).await?,
                 None => self.query(READ, vars).await?,
             };
             let first: i64 = take_one(&mut results, 1)?.unwrap_or(1);
@@ -219,5 +238,61 @@ impl Store {
             }
             None => Ok(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::store::{Location, Memory, StoreConfig};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+    }
+
+    /// A row in the floor's own millisecond, or on a whole second after it, is read from the
+    /// floor: the index orders datetimes by their text, with as few digits as are exact.
+    #[test]
+    fn a_read_from_a_floor_finds_every_row_at_or_past_it_whatever_its_digits() {
+        let cases = [
+            ("2026-11-29T12:00:05.123Z", "2026-11-29T12:00:05.123456789Z"),
+            ("2026-11-29T12:00:05.123Z", "2026-11-29T12:00:05.123Z"),
+            ("2026-11-29T12:00:05.999Z", "2026-11-29T12:00:06Z"),
+            ("2026-11-29T12:00:06.001Z", "2026-11-29T12:00:06.001000500Z"),
+            ("2026-11-29T12:00:05.123456789Z", "2026-11-29T12:00:05.123456789Z"),
+            // A full page's last `ts` can fall on a whole second.
+            ("2026-11-29T12:00:06Z", "2026-11-29T12:00:06.5Z"),
+        ];
+        let thread = std::thread::Builder::new().stack_size(20 << 20).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime
+                .block_on(async {
+                    for (floor, ts) in cases {
+                        let config = StoreConfig {
+                            location: Location::Memory,
+                            namespace: "t".into(),
+                            database: "t".into(),
+                            username: None,
+                            password: None,
+                            memory: Memory::default_for(None),
+                        };
+                        let store = Store::open(&config).await.map_err(|e| format!("{e}"))?;
+                        let row = "CREATE outbox CONTENT { stream: 'session', kind: 'deleted', at: $ts, ts: $ts, \
+                               session_id: 's' }";
+                        store.query_emitting(row, Vars::new().set("ts", at(ts))).await.map_err(|e| format!("{e}"))?;
+                        let pass =
+                            store.sequence_pending(Some(at(floor)), 10, at(ts)).await.map_err(|e| format!("{e}"))?;
+                        if pass.count != 1 {
+                            return Err(format!("a row at {ts} was not read from the floor {floor}"));
+                        }
+                    }
+                    Ok::<_, String>(())
+                })
+                .map_err(std::io::Error::other)
+        });
+        let result = thread.map(|t| t.join());
+        assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
     }
 }

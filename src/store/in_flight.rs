@@ -13,25 +13,34 @@
 //! So a row that a read cannot see yet has a `ts` no earlier than the oldest change in flight
 //! when the read began, or than the read's start if none was: [`InFlight::settled`]. Everything
 //! before that was visible to the read. A change whose answer never came (it timed out, or its
-//! call was cancelled) may still commit, so it stays registered until the database would have
-//! cancelled it. Only where this process is the database's only writer (embedded SurrealKV,
+//! call was cancelled) stopped with its future: an embedded query runs on its caller's future,
+//! and SurrealKV applies and publishes a commit without yielding once it has its turn, so a
+//! commit lands in the poll that starts it or never. It stays registered a minute all the same.
+//! A reading earlier than the latest taken here means the clock went back; the next read is
+//! from the start. Only where this process is the database's only writer (embedded SurrealKV,
 //! `mem://`) is there such a set; against a shared server the sequencer reads from the start.
+//! How a read starts from a floor: `event_log.rs`, `read_bound`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 
 /// The set of emitting transactions sent and not yet answered.
-#[derive(Debug)]
 pub(super) struct InFlight {
     open: Mutex<Open>,
-    /// How long after it was given up on an unanswered transaction may still commit: the
-    /// database's own transaction timeout plus a margin. `None`: no bound is known, so it is
-    /// kept for the life of the process.
-    abandoned_for: Option<chrono::Duration>,
+    /// How long after it was given up on an unanswered change is still counted as in flight.
+    given_up_for: chrono::Duration,
+    /// This machine's clock: the database's, in-process (`time::now()` in SurrealQL).
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("open", &self.open).field("given_up_for", &self.given_up_for).finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -39,19 +48,35 @@ struct Open {
     next: u64,
     /// By ticket: when each change began, and where it stands.
     changes: BTreeMap<u64, (DateTime<Utc>, Standing)>,
+    /// The latest clock reading taken here.
+    latest: Option<DateTime<Utc>>,
+    /// A reading earlier than `latest` was taken since the last floor was given out.
+    went_back: bool,
+}
+
+impl Open {
+    /// A clock reading, taken under the lock so that readings are ordered as they are taken.
+    fn read(&mut self, clock: &dyn Clock) -> DateTime<Utc> {
+        let now = clock.now();
+        match self.latest {
+            Some(latest) if now < latest => self.went_back = true,
+            _ => self.latest = Some(now),
+        }
+        now
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
     /// Sent, its answer awaited.
     Sent,
-    /// Its answer will never be read; it may commit until then (`None`: for ever).
-    GivenUp(Option<DateTime<Utc>>),
+    /// Its answer will never be read; counted as in flight until then.
+    GivenUp(DateTime<Utc>),
 }
 
 impl InFlight {
-    pub(super) fn new(abandoned_for: Option<chrono::Duration>) -> Self {
-        InFlight { open: Mutex::default(), abandoned_for }
+    pub(super) fn new(given_up_for: chrono::Duration, clock: Arc<dyn Clock>) -> Self {
+        InFlight { open: Mutex::default(), given_up_for, clock }
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, Open> {
@@ -62,29 +87,37 @@ impl InFlight {
     /// Registers a change about to be sent. The ticket ends it when dropped: as answered once
     /// [`Ticket::answered`] was called, otherwise as given up on.
     pub(super) fn begin(&self) -> Ticket<'_> {
-        let began = SystemClock.now();
         let mut open = self.open();
+        let began = open.read(&*self.clock);
         let id = open.next;
         open.next += 1;
         open.changes.insert(id, (began, Standing::Sent));
         Ticket { set: self, id, answered: false }
     }
 
-    /// The earliest `ts` a row not yet visible to a read that begins now can have: the start of
-    /// the oldest change in flight, or now. Call it before the read begins.
-    pub(super) fn settled(&self) -> DateTime<Utc> {
-        let now = SystemClock.now();
+    /// The earliest `ts` a row not yet visible to a read that begins now can have (give or take
+    /// the millisecond `stored_precision` may add): the start of the oldest change in flight, or
+    /// now. `None` if the clock went back since the last call: rows written since may sit before
+    /// any floor, so the read is from the start. Call it before the read begins.
+    pub(super) fn settled(&self) -> Option<DateTime<Utc>> {
         let mut open = self.open();
-        open.changes.retain(|_, (_, standing)| !matches!(standing, Standing::GivenUp(Some(until)) if *until < now));
-        open.changes.values().map(|(began, _)| *began).min().map_or(now, |oldest| oldest.min(now))
+        let now = open.read(&*self.clock);
+        open.changes.retain(|_, (_, standing)| !matches!(standing, Standing::GivenUp(until) if *until < now));
+        if std::mem::take(&mut open.went_back) {
+            return None;
+        }
+        Some(open.changes.values().map(|(began, _)| *began).min().map_or(now, |oldest| oldest.min(now)))
     }
 
     fn end(&self, id: u64, answered: bool) {
         let mut open = self.open();
         if answered {
             open.changes.remove(&id);
-        } else if let Some((_, standing)) = open.changes.get_mut(&id) {
-            *standing = Standing::GivenUp(self.abandoned_for.map(|bound| SystemClock.now() + bound));
+        } else {
+            let until = open.read(&*self.clock) + self.given_up_for;
+            if let Some((_, standing)) = open.changes.get_mut(&id) {
+                *standing = Standing::GivenUp(until);
+            }
         }
     }
 }
@@ -112,37 +145,53 @@ impl Drop for Ticket<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use chrono::Duration;
 
-    #[test]
-    fn the_floor_holds_at_the_oldest_change_in_flight_until_it_is_answered() {
-        let set = InFlight::new(Some(chrono::Duration::minutes(5)));
-        let before = SystemClock.now();
-        let first = set.begin();
-        let second = set.begin();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let floor = set.settled();
-        assert!(floor >= before && floor < SystemClock.now() - chrono::Duration::milliseconds(4));
-        second.answered();
-        assert_eq!(set.settled(), floor, "the older change still holds it");
-        first.answered();
-        assert!(set.settled() > floor, "nothing in flight: the floor is now");
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn set(given_up_for: Duration) -> (InFlight, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(DateTime::from_timestamp(1_800_000_000, 5_000_000).unwrap_or_default()));
+        (InFlight::new(given_up_for, clock.clone()), clock)
     }
 
     #[test]
-    fn a_change_given_up_on_holds_the_floor_until_the_database_would_have_cancelled_it() {
-        let set = InFlight::new(Some(chrono::Duration::milliseconds(30)));
-        drop(set.begin());
-        let floor = set.settled();
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        assert_eq!(set.settled(), floor, "it may still commit");
-        std::thread::sleep(std::time::Duration::from_millis(40));
-        assert!(set.settled() > floor, "past the database's bound it cannot");
+    fn the_floor_holds_at_the_oldest_change_in_flight_until_it_is_answered() {
+        let (set, clock) = set(Duration::minutes(1));
+        let before = clock.now();
+        let first = set.begin();
+        clock.advance(Duration::milliseconds(5));
+        let second = set.begin();
+        clock.advance(Duration::milliseconds(5));
+        assert_eq!(set.settled(), Some(before));
+        second.answered();
+        assert_eq!(set.settled(), Some(before), "the older change still holds it");
+        first.answered();
+        assert_eq!(set.settled(), Some(clock.now()), "nothing in flight: the floor is now");
+    }
 
-        let unbounded = InFlight::new(None);
-        drop(unbounded.begin());
-        let floor = unbounded.settled();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(unbounded.settled(), floor, "with no bound it holds for good");
+    #[test]
+    fn a_change_given_up_on_holds_the_floor_for_a_while_and_is_then_forgotten() {
+        let (set, clock) = set(Duration::milliseconds(30));
+        let began = clock.now();
+        drop(set.begin());
+        clock.advance(Duration::milliseconds(20));
+        assert_eq!(set.settled(), Some(began), "it may still commit");
+        clock.advance(Duration::milliseconds(20));
+        assert_eq!(set.settled(), Some(clock.now()), "past its time it cannot");
+        assert!(set.open().changes.is_empty());
+    }
+
+    #[test]
+    fn a_clock_that_went_back_gives_no_floor_until_one_is_safe_again() {
+        let (set, clock) = set(Duration::minutes(1));
+        assert!(set.settled().is_some());
+        clock.advance(Duration::seconds(-2));
+        let change = set.begin();
+        assert_eq!(set.settled(), None, "a change began before readings already given out");
+        change.answered();
+        assert_eq!(set.settled(), None, "still behind the latest reading");
+        clock.advance(Duration::seconds(3));
+        assert_eq!(set.settled(), Some(clock.now()), "past it again");
     }
 }
