@@ -300,6 +300,8 @@ async fn sequencer(
                     }
                 }
                 Err(e) => {
+                    // The failed pass may have taken the only sign that the clock went back.
+                    floor = None;
                     failed(&e, "sequencing failed; retrying");
                     break;
                 }

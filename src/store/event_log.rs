@@ -103,9 +103,16 @@ impl Store {
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Sequenced, StoreError> {
+        // Whether an attempt found no floor (the clock went back): a retry must not find one
+        // either, since the signal is given once.
+        let no_floor = std::sync::atomic::AtomicBool::new(false);
         self.retrying(|| async {
             // Taken before the read begins: no row it cannot see has an earlier `ts`.
             let settled = self.in_flight.as_ref().and_then(|set| set.settled());
+            if self.in_flight.is_some() && settled.is_none() {
+                no_floor.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let settled = settled.filter(|_| !no_floor.load(std::sync::atomic::Ordering::Relaxed));
             const READ: &str = "BEGIN; \
                 (SELECT VALUE next FROM ONLY sequencer:events) ?? 1; \
                 SELECT record::id(id) AS key, ts FROM outbox ORDER BY ts, id LIMIT $limit; \

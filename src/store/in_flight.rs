@@ -14,10 +14,13 @@
 //! when the read began, or than the read's start if none was: [`InFlight::settled`]. Everything
 //! before that was visible to the read. A change whose answer never came (it timed out, or its
 //! call was cancelled) stopped with its future: an embedded query runs on its caller's future,
-//! and SurrealKV applies and publishes a commit without yielding once it has its turn, so a
-//! commit lands in the poll that starts it or never. It stays registered a minute all the same.
-//! A reading earlier than the latest taken here means the clock went back; the next read is
-//! from the start. Only where this process is the database's only writer (embedded SurrealKV,
+//! and a commit SurrealKV has applied is published by whichever committer finishes the commits
+//! before it, within that committer's apply, so a dropped change has landed or will at once. It
+//! stays registered a minute all the same.
+//! A reading earlier than the one before it means the clock went back; the next read is from
+//! the start. A change that was already in flight when the clock went back and writes its rows
+//! after can still be passed by (its `ts` is earlier than its registration); the sequencer's
+//! sweep once a minute sequences them. Only where this process is the database's only writer (embedded SurrealKV,
 //! `mem://`) is there such a set; against a shared server the sequencer reads from the start.
 //! How a read starts from a floor: `event_log.rs`, `read_bound`.
 
@@ -50,18 +53,21 @@ struct Open {
     changes: BTreeMap<u64, (DateTime<Utc>, Standing)>,
     /// The latest clock reading taken here.
     latest: Option<DateTime<Utc>>,
-    /// A reading earlier than `latest` was taken since the last floor was given out.
+    /// A reading earlier than the one before it was taken since the last floor was given out.
     went_back: bool,
 }
 
 impl Open {
-    /// A clock reading, taken under the lock so that readings are ordered as they are taken.
+    /// A clock reading, taken under the lock so that readings are ordered as they are taken. One
+    /// earlier than the reading before means the clock went back; later readings are compared
+    /// with it, so a clock set forward and then corrected costs one read from the start, not
+    /// reads from the start until it catches up.
     fn read(&mut self, clock: &dyn Clock) -> DateTime<Utc> {
         let now = clock.now();
-        match self.latest {
-            Some(latest) if now < latest => self.went_back = true,
-            _ => self.latest = Some(now),
+        if self.latest.is_some_and(|latest| now < latest) {
+            self.went_back = true;
         }
+        self.latest = Some(now);
         now
     }
 }
@@ -183,15 +189,24 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_that_went_back_gives_no_floor_until_one_is_safe_again() {
+    fn a_clock_that_went_back_gives_no_floor_once_and_a_change_since_holds_the_next() {
         let (set, clock) = set(Duration::minutes(1));
         assert!(set.settled().is_some());
         clock.advance(Duration::seconds(-2));
+        let began = clock.now();
         let change = set.begin();
-        assert_eq!(set.settled(), None, "a change began before readings already given out");
+        clock.advance(Duration::milliseconds(5));
+        assert_eq!(set.settled(), None, "a change began before a floor already given out");
+        assert_eq!(set.settled(), Some(began), "the change in flight holds the next floor");
         change.answered();
-        assert_eq!(set.settled(), None, "still behind the latest reading");
-        clock.advance(Duration::seconds(3));
-        assert_eq!(set.settled(), Some(clock.now()), "past it again");
+        assert_eq!(set.settled(), Some(clock.now()));
+
+        // Set an hour forward, then corrected: one read from the start, not an hour of them.
+        clock.advance(Duration::hours(1));
+        assert!(set.settled().is_some());
+        clock.advance(Duration::hours(-1));
+        assert_eq!(set.settled(), None);
+        clock.advance(Duration::milliseconds(5));
+        assert_eq!(set.settled(), Some(clock.now()));
     }
 }
