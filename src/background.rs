@@ -275,17 +275,14 @@ async fn sequencer(
         let mut from = if sweep { None } else { floor };
         loop {
             let started = Instant::now();
-            let pass = store.sequence_pending(from, BATCH, clock.now()).await;
-            if let Ok(pass) = &pass {
-                tracing::debug!(
-                    events = pass.count,
-                    sweep = from.is_none(),
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "sequencer pass"
-                );
-            }
-            match pass {
+            match store.sequence_pending(from, BATCH, clock.now()).await {
                 Ok(pass) => {
+                    tracing::debug!(
+                        events = pass.count,
+                        sweep = from.is_none(),
+                        ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "sequencer pass"
+                    );
                     floor = pass.next_from;
                     from = floor;
                     if pass.count > 0 {

@@ -3,6 +3,8 @@
 //! This is the log every instance shares; the hub (`crate::hub`) broadcasts it live within one
 //! instance, and a subscription (`rpc/subscription.rs`) replays it from a cursor.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
@@ -105,14 +107,16 @@ impl Store {
     ) -> Result<Sequenced, StoreError> {
         // Whether an attempt found no floor (the clock went back): a retry must not find one
         // either, since the signal is given once.
-        let no_floor = std::sync::atomic::AtomicBool::new(false);
+        let no_floor = AtomicBool::new(false);
         self.retrying(|| async {
             // Taken before the read begins: no row it cannot see has an earlier `ts`.
-            let settled = self.in_flight.as_ref().and_then(|set| set.settled());
-            if self.in_flight.is_some() && settled.is_none() {
-                no_floor.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let settled = settled.filter(|_| !no_floor.load(std::sync::atomic::Ordering::Relaxed));
+            let settled = self.in_flight.as_ref().and_then(|set| {
+                let settled = set.settled();
+                if settled.is_none() {
+                    no_floor.store(true, Ordering::Relaxed);
+                }
+                settled.filter(|_| !no_floor.load(Ordering::Relaxed))
+            });
             const READ: &str = "BEGIN; \
                 (SELECT VALUE next FROM ONLY sequencer:events) ?? 1; \
                 SELECT record::id(id) AS key, ts FROM outbox ORDER BY ts, id LIMIT $limit; \
@@ -205,11 +209,11 @@ impl Store {
     /// the tombstones the pruned events left in the `event_seq` index (SurrealKV keeps one for
     /// every deleted key, `in_flight.rs`).
     fn pruned_below(&self) -> i64 {
-        self.pruned_below.load(std::sync::atomic::Ordering::Acquire)
+        self.pruned_below.load(Ordering::Acquire)
     }
 
     fn pruned_to(&self, cursor: i64) {
-        self.pruned_below.fetch_max(cursor, std::sync::atomic::Ordering::AcqRel);
+        self.pruned_below.fetch_max(cursor, Ordering::AcqRel);
     }
 
     /// Drops the oldest events, at most `limit`, that were sequenced before `before`, stopping

@@ -17,12 +17,13 @@
 //! and a commit SurrealKV has applied is published by whichever committer finishes the commits
 //! before it, within that committer's apply, so a dropped change has landed or will at once. It
 //! stays registered a minute all the same.
+//!
 //! A reading earlier than the one before it means the clock went back; the next read is from
 //! the start. A change that was already in flight when the clock went back and writes its rows
 //! after can still be passed by (its `ts` is earlier than its registration); the sequencer's
-//! sweep once a minute sequences them. Only where this process is the database's only writer (embedded SurrealKV,
-//! `mem://`) is there such a set; against a shared server the sequencer reads from the start.
-//! How a read starts from a floor: `event_log.rs`, `read_bound`.
+//! sweep once a minute sequences them. Only where this process is the database's only writer
+//! (embedded SurrealKV, `mem://`) is there such a set; against a shared server the sequencer
+//! reads from the start. How a read starts from a floor: `event_log.rs`, `read_bound`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
