@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::events::{BY_CLIENT, EventKind, revoke_families, session_event};
+use super::events::{BY_CLIENT, EventKind, revoke_families_page, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Emits, Store, StoreError, Vars, record, take_all, take_returned};
 use crate::domain::client::{Authenticate, CachedDocument, ClientRecord, NewClient, Origin, Registration, Update};
@@ -208,35 +208,37 @@ impl Store {
         }
     }
 
-    /// `client.delete`: removes the client and, in the same transaction, purges its sessions,
-    /// removes its codes and revokes its refresh tokens, with events.
+    /// `client.delete`: removes the client with its sessions purged, its codes removed and its
+    /// refresh tokens revoked, with events. The cascade runs in pages (`bulk.rs`) while the
+    /// client is still registered; the last page removes the client in the same transaction
+    /// as the last of its rows, so that nothing issued for it meanwhile outlives it (issuing
+    /// writes the client record, see [`CLIENT_STILL_REGISTERED`]). A call cut off part-way
+    /// leaves the client registered, less what its pages removed.
     pub async fn client_delete(
         &self,
         client_id: &str,
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let sql = format!(
-            "BEGIN; \
-             LET $c = (DELETE ONLY $rid RETURN BEFORE); \
-             LET $gone = (DELETE session WHERE client_id = $client_id RETURN BEFORE); \
+        let page = format!(
+            "LET $sids = (SELECT VALUE id FROM session WHERE client_id = $client_id LIMIT $page); \
+             LET $gone = (DELETE $sids RETURN BEFORE); \
              FOR $s IN $gone {{ {purged} }}; \
-             DELETE code WHERE client_id = $client_id; \
+             LET $cids = (SELECT VALUE id FROM code WHERE client_id = $client_id LIMIT $page); \
+             DELETE $cids; \
              {revoke} \
-             {record} \
-             RETURN $c != NONE; \
-             COMMIT;",
+             LET $c = IF $full {{ NONE }} ELSE {{ (DELETE ONLY $rid RETURN BEFORE) }}; \
+             LET $n = IF $c != NONE {{ 1 }} ELSE {{ 0 }};",
             purged = session_event(EventKind::Purged, "$s"),
-            revoke = revoke_families(&BY_CLIENT),
-            record = record_answer(keyed, "$c != NONE"),
+            revoke = revoke_families_page(&BY_CLIENT, "array::len($sids) >= $page OR array::len($cids) >= $page"),
         );
-        let vars = bind(Vars::new(), keyed)
+        let vars = Vars::new()
             .set("rid", record("client", client_id))
             .set("client_id", client_id.to_string())
             .set("reason", "client_deleted")
             .set("now", now);
-        let deleted: Option<bool> = self.keyed_transaction::<bool>(keyed, &sql, &vars, Emits::Events).await?;
-        Ok(deleted.unwrap_or(false))
+        let deleted = self.in_pages(keyed, &page, "$total > 0", |deleted: bool| u64::from(deleted), vars).await?;
+        Ok(deleted > 0)
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::engine::{Handle, Memory};
 use super::in_flight::InFlight;
-use super::{Store, StoreError, WalRepair, batch, lock, schema, wal_tail};
+use super::{Store, StoreError, WalRepair, batch, bulk, lock, schema, wal_tail};
 use crate::clock::SystemClock;
 
 /// How long one round trip to the database may take unless configured (`--db-timeout-ms`).
@@ -170,6 +170,10 @@ impl Store {
             outbox_written: Arc::new(Notify::new()),
             in_flight: in_flight.map(Arc::new),
             pruned_below: Arc::default(),
+            page_rows: match &config.location {
+                Location::SurrealKv(_) => bulk::page_rows(config.memory.memtable_bytes),
+                Location::Memory | Location::Remote(_) => bulk::PAGE,
+            },
             deadlines: Arc::default(),
             queues: None,
             health,

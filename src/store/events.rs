@@ -150,6 +150,35 @@ pub(super) fn revoke_families(scope: &Families) -> String {
     )
 }
 
+/// One page (`bulk.rs`) of [`revoke_families`] for a scope that may cover any number of
+/// families: at most `$page` of them, each with its active token. Sets `$full` when it found a
+/// full page or `more` (SurrealQL, another selection of the same page) holds; otherwise this
+/// is the last page, and it also revokes any active token of the scope still left. Sets `$n`
+/// to the tokens revoked.
+pub(super) fn revoke_families_page(scope: &Families, more: &str) -> String {
+    format!(
+        "LET $ids = (SELECT VALUE id FROM family WHERE {families} AND revoked_at = NONE LIMIT $page); \
+         LET $revoked_families = (UPDATE $ids SET revoked_at = $now, revoke_reason = $reason, \
+            active_token = NONE, rev += 1 WHERE revoked_at = NONE RETURN AFTER); \
+         FOR $f IN $revoked_families {{ {mark} }}; \
+         LET $revoked = array::flatten($revoked_families.map(|$f| (UPDATE token SET {revoke} \
+            WHERE grant_id = $f.grant_id AND status = 'active' RETURN AFTER))); \
+         LET $full = {more} OR array::len($ids) >= $page; \
+         LET $left = IF $full {{ [] }} ELSE {{ (UPDATE token SET {revoke} \
+            WHERE {tokens} AND status = 'active' RETURN AFTER) }}; \
+         FOR $t IN array::concat($revoked, $left) {{ {event} }}; \
+         LET $n = array::len($revoked) + array::len($left);",
+        families = scope.families,
+        mark = mark_revoked("$f"),
+        revoke = REVOKE_TOKEN,
+        tokens = scope.tokens,
+        event = token_event(EventKind::Revoked, "$t", "$reason"),
+    )
+}
+
+/// The fields a token revocation sets.
+const REVOKE_TOKEN: &str = "status = 'revoked', status_at = $now, reason = $reason, rev += 1";
+
 /// Records that the family bound to `var` (as it is after its revocation) is revoked, under its
 /// deadline: what the live-token count subtracts (`store/stats.rs`). Every statement that sets a
 /// family's `revoked_at` runs this in the same transaction.
@@ -161,9 +190,9 @@ pub(super) fn mark_revoked(var: &str) -> String {
 /// records are the caller's to write. Leaves the revoked tokens in `$revoked`.
 pub(super) fn revoke_tokens(scope: &Families) -> String {
     format!(
-        "LET $revoked = (UPDATE token SET status = 'revoked', status_at = $now, reason = $reason, rev += 1 \
-            WHERE {tokens} AND status = 'active' RETURN AFTER); \
+        "LET $revoked = (UPDATE token SET {revoke} WHERE {tokens} AND status = 'active' RETURN AFTER); \
          FOR $t IN $revoked {{ {event} }};",
+        revoke = REVOKE_TOKEN,
         tokens = scope.tokens,
         event = token_event(EventKind::Revoked, "$t", "$reason"),
     )

@@ -67,6 +67,9 @@ struct Recorded {
     refused: Option<String>,
     /// The server secret the first call minted under (see `secret::server_secret_id`).
     secret_id: Option<String>,
+    /// For a change made in pages (`bulk.rs`), what the pages committed so far count, until
+    /// the last one records the answer.
+    partial: Option<u64>,
 }
 
 /// What a call with a key found recorded by an earlier call with the same key.
@@ -96,6 +99,10 @@ impl Store {
             return Ok(None);
         };
         idempotency::may_recall(keyed, &found.params, found.secret_id.as_deref())?;
+        if found.partial.is_some() {
+            // A change in pages, cut off part-way: running it again carries on.
+            return Ok(None);
+        }
         if let Some(marker) = found.refused {
             return match thrown(&format!("authstore:{marker}")) {
                 Some(StoreError::Rejected(e)) => Ok(Some(Recalled::Refused(e))),

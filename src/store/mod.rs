@@ -21,9 +21,11 @@
 //! `batch.rs` is group commit; one file per record kind (`sessions.rs`, `codes.rs`,
 //! `tokens.rs`, `clients.rs`); `events.rs` holds the fragments that write events and
 //! `event_log.rs` reads and prunes the log they end up in; `expiry.rs` is one pass of the
-//! scheduler; `idempotency.rs` records keyed answers.
+//! scheduler; `idempotency.rs` records keyed answers;
+//! `bulk.rs` runs changes of any number of rows in bounded pages.
 
 mod batch;
+mod bulk;
 mod clients;
 mod codes;
 mod connection;
@@ -76,6 +78,8 @@ pub struct Store {
     in_flight: Option<Arc<in_flight::InFlight>>,
     /// Every event cursor below this is gone for good (`event_log.rs`).
     pruned_below: Arc<std::sync::atomic::AtomicI64>,
+    /// The most rows of one kind a bulk change writes per transaction (`bulk.rs`).
+    page_rows: usize,
     /// Deadlines written through this store, for the expiry scheduler.
     deadlines: Arc<Deadlines>,
     /// Group commit for point reads and single-statement writes (`batch.rs`); `None` in the

@@ -225,6 +225,7 @@ impl Store {
 
     /// `session.purge`: removes matching sessions (with no filter, every expired one), one
     /// event each: `purged` for a live session, `expired` for one already past its deadline.
+    /// Runs in pages (`bulk.rs`).
     pub async fn session_purge(
         &self,
         filter: &SessionFilter,
@@ -235,19 +236,16 @@ impl Store {
         if conditions.is_empty() {
             conditions.push("expires_at <= $now");
         }
-        let sql = format!(
-            "BEGIN; \
-             LET $gone = (DELETE session WHERE {} RETURN BEFORE); \
+        let page = format!(
+            "LET $ids = (SELECT VALUE id FROM session WHERE {} LIMIT $page); \
+             LET $gone = (DELETE $ids RETURN BEFORE); \
              FOR $s IN $gone {{ {} }}; \
-             {} \
-             RETURN array::len($gone); \
-             COMMIT;",
+             LET $n = array::len($gone); \
+             LET $full = array::len($ids) >= $page;",
             conditions.join(" AND "),
             session_event(EventKind::Purged, "$s"),
-            record_answer(keyed, "array::len($gone)"),
         );
-        let vars = bind(filter.bind(Vars::new()), keyed).set("now", now);
-        let purged: Option<u64> = self.keyed_transaction::<u64>(keyed, &sql, &vars, Emits::Events).await?;
-        Ok(purged.unwrap_or(0))
+        let vars = filter.bind(Vars::new()).set("now", now);
+        self.in_pages(keyed, &page, "$total", |purged: u64| purged, vars).await
     }
 }

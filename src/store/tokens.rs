@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
-    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, EventKind, Families, mark_revoked, revoke_families, revoke_tokens,
-    token_event,
+    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, EventKind, Families, mark_revoked, revoke_families,
+    revoke_families_page, revoke_tokens, token_event,
 };
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Emits, Store, StoreError, Vars, record, take_all, take_one, take_returned};
@@ -340,6 +340,34 @@ impl Store {
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        // A client's or a user's families may be any number: those are revoked in pages.
+        let (families, vars): (&Families, Vars) = match scope {
+            RevokeScope::Token(hash) => return self.revoke_one_family(OneFamily::OfToken(hash), keyed, now).await,
+            RevokeScope::Grant(grant_id) => {
+                return self.revoke_one_family(OneFamily::Grant(grant_id), keyed, now).await;
+            }
+            RevokeScope::Client { client_id, user_id: None } => (&BY_CLIENT, Vars::new().set("client_id", client_id)),
+            RevokeScope::Client { client_id, user_id: Some(user_id) } => {
+                (&BY_CLIENT_USER, Vars::new().set("client_id", client_id).set("user_id", user_id))
+            }
+            RevokeScope::User(user_id) => (&BY_USER, Vars::new().set("user_id", user_id)),
+        };
+        let vars = vars.set("reason", "requested").set("now", now);
+        self.in_pages(keyed, &revoke_families_page(families, "false"), "$total", |revoked: u64| revoked, vars).await
+    }
+
+    /// `token.revoke` of one family, in one transaction.
+    async fn revoke_one_family(
+        &self,
+        family: OneFamily,
+        keyed: Option<&Keyed>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "BEGIN; {} {} RETURN array::len($revoked); COMMIT;",
+            revoke_families(&BY_GRANT),
+            record_answer(keyed, "array::len($revoked)")
+        );
         let revoked: Option<u64> = self
             .keyed(
                 keyed,
@@ -347,28 +375,15 @@ impl Store {
                 || async {
                     // The token is looked up inside the attempt, so that a keyed retry answers from
                     // its record even once the token has expired and gone.
-                    let (families, vars): (&Families, Vars) = match &scope {
-                        RevokeScope::Token(hash) => match self.token_row(hash).await? {
+                    let grant_id = match &family {
+                        OneFamily::OfToken(hash) => match self.token_row(hash).await? {
                             // RFC 7009 §2.2: an unknown token is not an error (and changes nothing).
                             None => return Ok(Some(0)),
-                            Some(t) => (&BY_GRANT, grant_vars(&t.grant_id)),
+                            Some(t) => t.grant_id,
                         },
-                        RevokeScope::Grant(grant_id) => (&BY_GRANT, grant_vars(grant_id)),
-                        RevokeScope::Client { client_id, user_id: None } => {
-                            (&BY_CLIENT, Vars::new().set("client_id", client_id.clone()))
-                        }
-                        RevokeScope::Client { client_id, user_id: Some(user_id) } => (
-                            &BY_CLIENT_USER,
-                            Vars::new().set("client_id", client_id.clone()).set("user_id", user_id.clone()),
-                        ),
-                        RevokeScope::User(user_id) => (&BY_USER, Vars::new().set("user_id", user_id.clone())),
+                        OneFamily::Grant(grant_id) => grant_id.clone(),
                     };
-                    let sql = format!(
-                        "BEGIN; {} {} RETURN array::len($revoked); COMMIT;",
-                        revoke_families(families),
-                        record_answer(keyed, "array::len($revoked)")
-                    );
-                    let vars = bind(vars, keyed).set("reason", "requested").set("now", now);
+                    let vars = bind(grant_vars(&grant_id), keyed).set("reason", "requested").set("now", now);
                     take_returned(&mut self.query_emitting(&sql, vars).await?)
                 },
             )
@@ -408,6 +423,13 @@ impl Store {
         let rows: Vec<TokenRow> = take_all(&mut self.query(&sql, vars).await?, 0)?;
         Ok(rows.into_iter().map(TokenRecord::from).collect())
     }
+}
+
+/// The family a `token.revoke` of one token or grant names.
+enum OneFamily {
+    /// The family of the token with this digest.
+    OfToken(String),
+    Grant(String),
 }
 
 fn grant_vars(grant_id: &str) -> Vars {

@@ -7,9 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, clippy::duplicate_mod)]
 
 mod adversary;
+mod bulk;
 mod deploy;
 mod discover;
 mod durability;
+mod engine;
 mod errors;
 mod fuzz;
 mod history;

@@ -1,0 +1,124 @@
+//! Changes that may touch any number of rows run in pages: `session.purge`, `token.revoke` by
+//! client or user, `client.delete`'s cascade, and the start-up pass that marks revoked families.
+//!
+//! SurrealKV holds a whole transaction in its write buffer (64 MiB on a 512 MB machine), and a
+//! transaction that does not fit fails at commit, however often it is run again: unpaged, a
+//! `token.revoke` of a client with some tens of thousands of live families could never
+//! succeed. A page changes at most [`PAGE`] rows of each kind it touches (fewer with a small
+//! buffer, see [`page_rows`]), in one transaction with its events.
+//!
+//! Each page stands on its own. A call cut off part-way (a timeout, a lost connection, SIGKILL)
+//! leaves the pages it committed, each with its events, and running the call again finishes
+//! the job; nothing a page changes is undone by a later one. With an idempotency key, each page
+//! adds its count to the key's record (`partial`) and the last page (the first that finds less
+//! than a full page) turns the total into the recorded answer, so a retry after a lost
+//! connection answers for the whole change: the first call's pages and its own.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::idempotency::bind;
+use super::{Store, StoreError, Vars, take_returned};
+use crate::domain::idempotency::Keyed;
+
+/// The most rows of one kind a page changes where the write buffer is no concern (`mem://`, a
+/// shared server) or large (64 MiB and up).
+pub(super) const PAGE: usize = 250;
+
+/// Write buffer per row of each kind in a page. A purged session, with its index entries and
+/// its event, takes 2–3 KiB; a revoked family with its token and their event up to 4 KiB; a
+/// `client.delete` page changes three kinds: 16 KiB per row keeps a page under a quarter of
+/// the buffer.
+const BUFFER_PER_ROW: u64 = 16 << 10;
+
+/// The rows of one kind a page changes with a SurrealKV write buffer of `memtable_bytes`.
+pub(super) fn page_rows(memtable_bytes: u64) -> usize {
+    usize::try_from(memtable_bytes / BUFFER_PER_ROW).unwrap_or(PAGE).clamp(8, PAGE)
+}
+
+/// What one page reports.
+#[derive(Debug, Deserialize)]
+struct Page {
+    /// Whether it found a full page of some kind, so that another page may find more.
+    full: bool,
+    /// What the pages so far count: this page's own, plus (with a key) the earlier pages'.
+    total: u64,
+}
+
+impl Store {
+    /// Runs `page` (SurrealQL, inside a transaction) until it finds less than a full page, and
+    /// returns the sum of what the pages counted. `page` changes at most `$page` rows of each
+    /// kind, never selects a row it has already changed, and sets `$n` (what it counts) and
+    /// `$full` (whether any of its selections came back full).
+    ///
+    /// With a key, the answer recorded by the last page is `answer`, SurrealQL over `$total`;
+    /// a recorded answer is turned back into a count by `recalled`.
+    pub(super) async fn in_pages<R: DeserializeOwned>(
+        &self,
+        keyed: Option<&Keyed>,
+        page: &str,
+        answer: &str,
+        recalled: impl Fn(R) -> u64,
+        vars: Vars,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "BEGIN; {page} {progress} RETURN {{ full: $full, total: $total }}; COMMIT;",
+            progress = progress(keyed, answer),
+        );
+        let vars = bind(vars, keyed).set("page", self.page_rows as i64);
+        self.keyed(
+            keyed,
+            |answer: R| Ok(recalled(answer)),
+            || async {
+                let mut counted = 0;
+                loop {
+                    let page: Option<Page> = self
+                        .retrying(|| async { take_returned(&mut self.query_emitting(&sql, vars.clone()).await?) })
+                        .await?;
+                    let page = page.ok_or_else(|| StoreError::Decode("a page returned nothing".into()))?;
+                    // Without a key each page counts only itself; with one, `total` is the
+                    // whole change so far, carried in the key's record.
+                    counted = if keyed.is_some() { page.total } else { counted + page.total };
+                    if !page.full {
+                        return Ok(counted);
+                    }
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// SurrealQL that sets `$total` from the page's `$n`; with a key, it also carries the count in
+/// the key's record: as `partial` while more pages may follow, as the answer (`answer` over
+/// `$total`) on the last. A record holding an answer means a call with the same key finished
+/// first (`authstore:recorded`).
+fn progress(keyed: Option<&Keyed>, answer: &str) -> String {
+    if keyed.is_none() {
+        return "LET $total = $n;".into();
+    }
+    format!(
+        "LET $held = (SELECT partial FROM ONLY $idem); \
+         IF $held != NONE AND $held.partial = NONE {{ THROW 'authstore:recorded' }}; \
+         LET $total = ($held.partial ?? 0) + $n; \
+         UPSERT $idem SET params = $idem_params, \
+            partial = IF $full {{ $total }} ELSE {{ NONE }}, \
+            answer = IF $full {{ NONE }} ELSE {{ {answer} }}, \
+            refused = NONE, secret_id = $idem_secret_id, expires_at = $idem_expires_at RETURN NONE;"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_a_small_share_of_the_write_buffer() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(page_rows(256 * MIB), PAGE);
+        assert_eq!(page_rows(64 * MIB), PAGE);
+        assert_eq!(page_rows(2 * MIB), 128);
+        assert_eq!(page_rows(512 << 10), 32);
+        assert_eq!(page_rows(0), 8);
+    }
+}
