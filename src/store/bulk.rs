@@ -14,6 +14,8 @@
 //! than a full page) turns the total into the recorded answer, so a retry after a lost
 //! connection answers for the whole change: the first call's pages and its own.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -66,40 +68,59 @@ impl Store {
             progress = progress(keyed, answer),
         );
         let vars = bind(vars, keyed).set("page", self.page_rows as i64);
-        self.keyed(
-            keyed,
-            |answer: R| Ok(recalled(answer)),
-            || async {
-                let mut counted = 0;
-                loop {
-                    let page: Option<Page> = self
-                        .retrying(|| async { take_returned(&mut self.query_emitting(&sql, vars.clone()).await?) })
-                        .await?;
-                    let page = page.ok_or_else(|| StoreError::Decode("a page returned nothing".into()))?;
-                    // Without a key each page counts only itself; with one, `total` is the
-                    // whole change so far, carried in the key's record.
-                    counted = if keyed.is_some() { page.total } else { counted + page.total };
-                    if !page.full {
-                        return Ok(counted);
+        // Without a key, what the committed pages counted, kept across a restart of the loop.
+        let counted = AtomicU64::new(0);
+        let committed = AtomicBool::new(false);
+        let outcome = self
+            .keyed(
+                keyed,
+                |answer: R| Ok(recalled(answer)),
+                || async {
+                    loop {
+                        let page: Option<Page> = self
+                            .retrying(|| async { take_returned(&mut self.query_emitting(&sql, vars.clone()).await?) })
+                            .await?;
+                        let page = page.ok_or_else(|| StoreError::Decode("a page returned nothing".into()))?;
+                        committed.store(true, Ordering::Relaxed);
+                        // Without a key each page counts only itself; with one, `total` is the
+                        // whole change so far, carried in the key's record.
+                        let so_far = match keyed {
+                            Some(_) => page.total,
+                            None => counted.fetch_add(page.total, Ordering::Relaxed) + page.total,
+                        };
+                        if !page.full {
+                            return Ok(so_far);
+                        }
                     }
-                }
-            },
-        )
-        .await
+                },
+            )
+            .await;
+        // A failure after some pages committed must not tell the caller nothing changed.
+        match outcome {
+            Err(StoreError::Unreachable | StoreError::Retry | StoreError::Database(_) | StoreError::Decode(_))
+                if committed.load(Ordering::Relaxed) =>
+            {
+                Err(StoreError::OutcomeUnknown)
+            }
+            other => other,
+        }
     }
 }
 
 /// SurrealQL that sets `$total` from the page's `$n`; with a key, it also carries the count in
 /// the key's record: as `partial` while more pages may follow, as the answer (`answer` over
 /// `$total`) on the last. A record holding an answer means a call with the same key finished
-/// first (`authstore:recorded`).
+/// first, and one with other params a call with the same key and other params got there first
+/// (`authstore:recorded` for both: the caller then finds the record, and is answered from it
+/// or refused for its params).
 fn progress(keyed: Option<&Keyed>, answer: &str) -> String {
     if keyed.is_none() {
         return "LET $total = $n;".into();
     }
     format!(
-        "LET $held = (SELECT partial FROM ONLY $idem); \
-         IF $held != NONE AND $held.partial = NONE {{ THROW 'authstore:recorded' }}; \
+        "LET $held = (SELECT partial, params FROM ONLY $idem); \
+         IF $held != NONE AND ($held.partial = NONE OR $held.params != $idem_params) {{ \
+            THROW 'authstore:recorded' }}; \
          LET $total = ($held.partial ?? 0) + $n; \
          UPSERT $idem SET params = $idem_params, \
             partial = IF $full {{ $total }} ELSE {{ NONE }}, \

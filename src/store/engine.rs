@@ -142,10 +142,21 @@ impl Handle {
         if let (Some(username), Some(password), Handle::Other(db)) = (&config.username, &config.password, &handle) {
             db.signin(Root { username: username.clone(), password: password.clone() }).await?;
         }
-        let (ns, database) = (config.namespace.clone(), config.database.clone());
-        match &handle {
-            Handle::Embedded(db) => drop(db.use_ns(ns).use_db(database).await?),
-            Handle::Other(db) => drop(db.use_ns(ns).use_db(database).await?),
+        // Selecting a namespace and database defines them on first use: instances starting
+        // together on a fresh shared server can conflict on those catalog writes.
+        for attempt in 0.. {
+            let (ns, database) = (config.namespace.clone(), config.database.clone());
+            let selected = match &handle {
+                Handle::Embedded(db) => db.use_ns(ns).use_db(database).await,
+                Handle::Other(db) => db.use_ns(ns).use_db(database).await,
+            };
+            match selected {
+                Ok(_) => break,
+                Err(e) if attempt < 50 && e.to_string().contains("can be retried") => {
+                    super::backoff(attempt).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(handle)
     }

@@ -77,8 +77,9 @@ impl Store {
     pub async fn record_revoked_families(&self) -> Result<usize, StoreError> {
         const MISSING: &str = "SELECT VALUE grant_id FROM family WHERE revoked_at != NONE \
             AND !record::exists(type::record('family_revoked', grant_id))";
-        // Each family is read again as it is marked: one removed since is skipped, so no marker
-        // outlives its family.
+        // Each family is read again as it is marked, and one removed since is skipped. An expiry
+        // pass removing a family while its marker is written can still leave the marker; it is
+        // past its deadline, so no count includes it, and the next pass removes it.
         let write = format!(
             "BEGIN; \
              LET $ids = $grants.map(|$g| type::record('family', $g)); \
