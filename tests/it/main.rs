@@ -11,7 +11,6 @@ mod bulk;
 mod deploy;
 mod discover;
 mod durability;
-mod engine;
 mod errors;
 mod fuzz;
 mod history;
