@@ -7,6 +7,12 @@
 //! succeed. A page changes at most [`PAGE`] rows of each kind it touches (fewer with a small
 //! buffer, see [`page_rows`]), in one transaction with its events.
 //!
+//! Pages walk their rows by key. Each selection is an index range in key order, and a page
+//! hands the next the last key it took of each kind (its cursor, bound as `$after_<name>`),
+//! so no page walks again what an earlier one changed: removed rows leave tombstones in an
+//! index, revoked families stay as rows, and a walk from the range's start through either
+//! costs as much as the rows themselves (16 s through a million families here).
+//!
 //! Each page stands on its own. A call cut off part-way (a timeout, a lost connection, SIGKILL)
 //! leaves the pages it committed, each with its events, and running the call again finishes
 //! the job; nothing a page changes is undone by a later one. With an idempotency key, each page
@@ -16,9 +22,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::event_log::read_bound;
 use super::idempotency::bind;
 use super::{Store, StoreError, Vars, take_returned};
 use crate::domain::idempotency::Keyed;
@@ -38,6 +46,56 @@ pub(super) fn page_rows(memtable_bytes: u64) -> usize {
     usize::try_from(memtable_bytes / BUFFER_PER_ROW).unwrap_or(PAGE).clamp(8, PAGE)
 }
 
+/// A key a page walks its rows by, and from which the next page goes on. A page binds it as
+/// `$after_<name>`, selects its rows in that key's order from it on, and sets
+/// `$cursor.<name>` to the last key it took (or back to `$after_<name>` if it took none).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Cursor {
+    /// A text key; the first page starts from `""`, before every key.
+    Text(&'static str),
+    /// A datetime key; the first page starts from the epoch, before every deadline. The next
+    /// page starts a second before the last key taken (`event_log::read_bound`): a datetime
+    /// index orders its keys by their text, which agrees with time order only a second apart.
+    Time(&'static str),
+}
+
+impl Cursor {
+    pub(super) fn var(self) -> String {
+        match self {
+            Cursor::Text(name) | Cursor::Time(name) => format!("after_{name}"),
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Cursor::Text(name) | Cursor::Time(name) => name,
+        }
+    }
+
+    /// Binds the start of the walk.
+    fn start(self, vars: Vars) -> Vars {
+        match self {
+            Cursor::Text(_) => vars.set(&self.var(), String::new()),
+            Cursor::Time(_) => vars.set(&self.var(), DateTime::<Utc>::UNIX_EPOCH),
+        }
+    }
+
+    /// Binds where the next page goes on, from what a page reported.
+    fn after(self, vars: Vars, reported: &serde_json::Map<String, serde_json::Value>) -> Result<Vars, StoreError> {
+        let value = reported
+            .get(self.name())
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| StoreError::Decode(format!("a page reported no cursor `{}`", self.name())))?;
+        Ok(match self {
+            Cursor::Text(_) => vars.set(&self.var(), value.to_string()),
+            Cursor::Time(_) => {
+                let at = value.parse::<DateTime<Utc>>().map_err(|e| StoreError::Decode(format!("cursor: {e}")))?;
+                vars.set(&self.var(), read_bound(at))
+            }
+        })
+    }
+}
+
 /// What one page reports.
 #[derive(Debug, Deserialize)]
 struct Page {
@@ -45,13 +103,19 @@ struct Page {
     full: bool,
     /// What the pages so far count: this page's own, plus (with a key) the earlier pages'.
     total: u64,
+    /// The last key it took of each kind ([`Cursor`]).
+    #[serde(default)]
+    cursor: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Store {
     /// Runs `page` (SurrealQL, inside a transaction) until it finds less than a full page, and
-    /// returns the sum of what the pages counted. `page` changes at most `$page` rows of each
-    /// kind, never selects a row it has already changed, and sets `$n` (what it counts) and
-    /// `$full` (whether any of its selections came back full).
+    /// returns the sum of what the pages counted. `page` takes at most `$take` rows of each
+    /// kind (`$page`, unless it sets `$take` lower), never selects a row it has already
+    /// changed, walks its rows by `cursors` (the first page from their start), and sets `$n`
+    /// (what it counts), `$full` (whether any of its selections came back with `$page` rows)
+    /// and `$cursor` (an object: each cursor's last key). `before`, if given, runs first, as a
+    /// transaction of its own.
     ///
     /// With a key, the answer recorded by the last page is `answer`, SurrealQL over `$total`;
     /// a recorded answer is turned back into a count by `recalled`.
@@ -61,13 +125,17 @@ impl Store {
         page: &str,
         answer: &str,
         recalled: impl Fn(R) -> u64,
+        cursors: &[Cursor],
+        before: Option<&str>,
         vars: Vars,
     ) -> Result<u64, StoreError> {
         let sql = format!(
-            "BEGIN; {page} {progress} RETURN {{ full: $full, total: $total }}; COMMIT;",
+            "BEGIN; LET $take = $page; LET $cursor = {{}}; {page} {progress} \
+             RETURN {{ full: $full, total: $total, cursor: $cursor }}; COMMIT;",
             progress = progress(keyed, answer),
         );
         let vars = bind(vars, keyed).set("page", self.page_rows as i64);
+        let start = cursors.iter().fold(vars, |vars, cursor| cursor.start(vars));
         // Without a key, what the committed pages counted, kept across a restart of the loop.
         let counted = AtomicU64::new(0);
         let committed = AtomicBool::new(false);
@@ -76,6 +144,12 @@ impl Store {
                 keyed,
                 |answer: R| Ok(recalled(answer)),
                 || async {
+                    // Each run of the loop walks from the start: after exhausted retries, a
+                    // page's rows may have changed under the cursors.
+                    let mut vars = start.clone();
+                    if let Some(before) = before {
+                        self.retrying(|| async { self.query(before, vars.clone()).await.map(drop) }).await?;
+                    }
                     loop {
                         let page: Option<Page> = self
                             .retrying(|| async { take_returned(&mut self.query_emitting(&sql, vars.clone()).await?) })
@@ -90,6 +164,9 @@ impl Store {
                         };
                         if !page.full {
                             return Ok(so_far);
+                        }
+                        for cursor in cursors {
+                            vars = cursor.after(vars, &page.cursor)?;
                         }
                     }
                 },

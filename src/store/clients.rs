@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::bulk::Cursor;
 use super::events::{BY_CLIENT, EventKind, revoke_families_page, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Emits, Store, StoreError, Vars, record, take_all, take_returned};
@@ -24,6 +25,9 @@ pub(super) struct ClientRow {
     max_age_secs: Option<i64>,
     /// Random per registration (`None` for clients stored before it existed).
     pub(super) incarnation: Option<String>,
+    /// When a `client.delete` began removing it (`client_delete`).
+    #[serde(default)]
+    deleting_at: Option<DateTime<Utc>>,
 }
 
 impl ClientRow {
@@ -63,8 +67,11 @@ fn with_secret(mut client: ClientRecord, secret: Option<String>) -> ClientRecord
 }
 
 impl Store {
+    /// The client, unless it is being deleted: from `client.delete`'s first page on, a client
+    /// is unknown to every method.
     pub(super) async fn client_row(&self, client_id: &str) -> Result<Option<ClientRow>, StoreError> {
-        self.row("client", client_id).await
+        let row: Option<ClientRow> = self.row("client", client_id).await?;
+        Ok(row.filter(|row| row.deleting_at.is_none()))
     }
 
     /// `client.register`: stores the registration `new`; only the digest of its secret.
@@ -109,10 +116,13 @@ impl Store {
     ) -> Result<ClientRecord, StoreError> {
         let CachedDocument { client_id, meta, max_age_secs, incarnation } = doc;
         let metadata = metadata_json(&meta.metadata)?;
-        // A registered client keeps its registration: a document may not take over its id.
+        // A registered client keeps its registration: a document may not take over its id. Nor
+        // may it take over a client being deleted: that delete would go on removing what the
+        // new registration issues (`client_delete`).
         let sql = format!(
             "BEGIN; \
-             IF (SELECT VALUE origin FROM ONLY $rid) = 'registered' {{ THROW 'authstore:conflict' }}; \
+             LET $held = (SELECT origin, deleting_at FROM ONLY $rid); \
+             IF $held.origin = 'registered' OR $held.deleting_at != NONE {{ THROW 'authstore:conflict' }}; \
              LET $r = (UPSERT ONLY $rid SET client_id = $client_id, origin = 'document', metadata = $metadata, \
                 redirect_uris = $redirect_uris, secret_hash = NONE, issued_at = issued_at ?? $now, \
                 updated_at = $now, max_age_secs = $max_age_secs, incarnation = incarnation ?? $incarnation \
@@ -145,9 +155,9 @@ impl Store {
     /// `client.list`: clients in id order after `after`, `limit` + 1 rows.
     pub async fn client_list(&self, after: Option<String>, limit: usize) -> Result<Vec<ClientRecord>, StoreError> {
         let sql = if after.is_some() {
-            "SELECT * FROM client WHERE client_id > $after_key ORDER BY client_id LIMIT $limit"
+            "SELECT * FROM client WHERE client_id > $after_key AND deleting_at = NONE ORDER BY client_id LIMIT $limit"
         } else {
-            "SELECT * FROM client ORDER BY client_id LIMIT $limit"
+            "SELECT * FROM client WHERE deleting_at = NONE ORDER BY client_id LIMIT $limit"
         };
         let vars = Vars::new().set("after_key", after).set("limit", limit as i64 + 1);
         let rows: Vec<ClientRow> = take_all(&mut self.query(sql, vars).await?, 0)?;
@@ -178,7 +188,8 @@ impl Store {
             let sql = format!(
                 "BEGIN; \
                  LET $r = (UPDATE ONLY $rid SET metadata = $metadata, redirect_uris = $redirect_uris, \
-                    secret_hash = $secret_hash, updated_at = $now WHERE secret_hash = $seen_secret_hash RETURN AFTER); \
+                    secret_hash = $secret_hash, updated_at = $now \
+                    WHERE secret_hash = $seen_secret_hash AND deleting_at = NONE RETURN AFTER); \
                  {record} \
                  RETURN $r; \
                  COMMIT;",
@@ -209,11 +220,20 @@ impl Store {
     }
 
     /// `client.delete`: removes the client with its sessions purged, its codes removed and its
-    /// refresh tokens revoked, with events. The cascade runs in pages (`bulk.rs`) while the
-    /// client is still registered; the last page removes the client in the same transaction
-    /// as the last of its rows, so that nothing issued for it meanwhile outlives it (issuing
-    /// writes the client record, see [`CLIENT_STILL_REGISTERED`]). A call cut off part-way
-    /// leaves the client registered, less what its pages removed.
+    /// refresh tokens revoked, with events, in pages (`bulk.rs`).
+    ///
+    /// A transaction of its own first marks the client as being deleted (`deleting_at`, and a
+    /// new `updated_at`): from then on the client is unknown to every method, and an issue in
+    /// flight finds the client changed and runs again, into `unknown_client` (issuing writes
+    /// the client record, see [`CLIENT_STILL_REGISTERED`]). So no family or code can appear
+    /// behind the pages' cursors, and the last page removes the client with the last of its
+    /// rows. The pages themselves do not write the client: a page takes far longer than an
+    /// issue, and pages that did would lose every race to a busy client's issues. A call cut
+    /// off part-way leaves the client being deleted; calling `client.delete` again finishes it.
+    ///
+    /// The delete is pinned to the incarnation it found: if the client is deleted and
+    /// registered again (or a document cached) while its pages run, the rest of its pages do
+    /// nothing, and the new registration is left alone.
     pub async fn client_delete(
         &self,
         client_id: &str,
@@ -221,23 +241,35 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let page = format!(
-            "LET $sids = (SELECT VALUE id FROM session WHERE client_id = $client_id LIMIT $page); \
-             LET $gone = (DELETE $sids RETURN BEFORE); \
+            "LET $client = (SELECT incarnation FROM ONLY $rid); \
+             LET $take = IF $client != NONE AND $client.incarnation != $incarnation {{ 0 }} ELSE {{ $page }}; \
+             LET $rows = (SELECT id, session_id FROM session WHERE client_id = $client_id \
+                AND session_id > $after_session ORDER BY session_id LIMIT $take); \
+             LET $gone = (DELETE $rows.id RETURN BEFORE); \
              FOR $s IN $gone {{ {purged} }}; \
-             LET $cids = (SELECT VALUE id FROM code WHERE client_id = $client_id LIMIT $page); \
+             LET $cids = (SELECT VALUE id FROM code WHERE client_id = $client_id LIMIT $take); \
              DELETE $cids; \
+             LET $cursor = {{ session: array::last($rows).session_id ?? $after_session }}; \
              {revoke} \
-             LET $c = IF $full {{ NONE }} ELSE {{ (DELETE ONLY $rid RETURN BEFORE) }}; \
-             LET $n = IF $c != NONE {{ 1 }} ELSE {{ 0 }};",
+             LET $c = IF $full {{ [] }} ELSE {{ (DELETE $rid WHERE incarnation = $incarnation RETURN BEFORE) }}; \
+             LET $n = array::len($c);",
             purged = session_event(EventKind::Purged, "$s"),
-            revoke = revoke_families_page(&BY_CLIENT, "array::len($sids) >= $page OR array::len($cids) >= $page"),
+            revoke = revoke_families_page(&BY_CLIENT, "array::len($rows) >= $page OR array::len($cids) >= $page"),
         );
+        // The incarnation this delete removes: the client's as it is now, being deleted or not.
+        let found: Option<ClientRow> = self.row("client", client_id).await?;
         let vars = Vars::new()
             .set("rid", record("client", client_id))
             .set("client_id", client_id.to_string())
+            .set("incarnation", found.and_then(|c| c.incarnation))
             .set("reason", "client_deleted")
             .set("now", now);
-        let deleted = self.in_pages(keyed, &page, "$total > 0", |deleted: bool| u64::from(deleted), vars).await?;
+        let cursors = [&[Cursor::Text("session")], BY_CLIENT.cursors()].concat();
+        const FREEZE: &str = "UPDATE $rid SET deleting_at = deleting_at ?? $now, updated_at = $now \
+            WHERE incarnation = $incarnation RETURN NONE";
+        let deleted = self
+            .in_pages(keyed, &page, "$total > 0", |deleted: bool| u64::from(deleted), &cursors, Some(FREEZE), vars)
+            .await?;
         Ok(deleted > 0)
     }
 }
@@ -250,7 +282,8 @@ impl Store {
 /// and find the client gone. Issues for one client then serialize on its record, which is the
 /// price of that guarantee.
 pub(super) const CLIENT_STILL_REGISTERED: &str = "LET $issuing_client = (UPDATE $client SET last_issued_at = $now \
-        WHERE incarnation = $incarnation AND updated_at = $client_updated_at RETURN VALUE client_id); \
+        WHERE incarnation = $incarnation AND updated_at = $client_updated_at AND deleting_at = NONE \
+        RETURN VALUE client_id); \
      IF array::len($issuing_client) = 0 { THROW 'authstore:retry' };";
 
 fn metadata_json(meta: &ClientMetadata) -> Result<String, StoreError> {

@@ -73,7 +73,7 @@ const FLOOR_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
 /// with time order between them; what the range takes in before the floor is sequenced already
 /// (a second of tombstones). The margin also absorbs the millisecond a clock reading may be
 /// moved forward by.
-fn read_bound(floor: DateTime<Utc>) -> DateTime<Utc> {
+pub(super) fn read_bound(floor: DateTime<Utc>) -> DateTime<Utc> {
     stored_precision(floor - FLOOR_MARGIN)
 }
 

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::bulk::Cursor;
+
 /// What happened to a session or a token. Spelled in snake case in the database and on the
 /// wire (`expired`, `reuse_detected`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,18 +122,39 @@ pub(super) struct Families {
     pub families: &'static str,
     /// The condition selecting their tokens.
     pub tokens: &'static str,
+    /// The indexed field after the scope's own that pages walk the families by (a [`Cursor`]
+    /// named `family`), where there is one. Ties are walked again: a page goes on from the
+    /// last key it took, with `>=`, so a client's families are walked user by user and only
+    /// one user's revoked families are ever passed twice.
+    pub walk: Option<&'static str>,
 }
 
-pub(super) const BY_GRANT: Families = Families { target: "$family", families: "true", tokens: "grant_id = $grant_id" };
-pub(super) const BY_CLIENT: Families =
-    Families { target: "family", families: "client_id = $client_id", tokens: "client_id = $client_id" };
+impl Families {
+    /// The cursors a page of this scope walks by ([`revoke_families_page`]).
+    pub(super) fn cursors(&self) -> &'static [Cursor] {
+        match self.walk {
+            Some(_) => &[Cursor::Text("family")],
+            None => &[],
+        }
+    }
+}
+
+pub(super) const BY_GRANT: Families =
+    Families { target: "$family", families: "true", tokens: "grant_id = $grant_id", walk: None };
+pub(super) const BY_CLIENT: Families = Families {
+    target: "family",
+    families: "client_id = $client_id",
+    tokens: "client_id = $client_id",
+    walk: Some("user_id"),
+};
 pub(super) const BY_CLIENT_USER: Families = Families {
     target: "family",
     families: "client_id = $client_id AND user_id = $user_id",
     tokens: "client_id = $client_id AND user_id = $user_id",
+    walk: None,
 };
 pub(super) const BY_USER: Families =
-    Families { target: "family", families: "user_id = $user_id", tokens: "user_id = $user_id" };
+    Families { target: "family", families: "user_id = $user_id", tokens: "user_id = $user_id", walk: None };
 
 /// Revokes the families selected by `scope` and every active token in them, emitting one
 /// `revoked` event per token with `$reason`. Leaves the revoked tokens in `$revoked`.
@@ -151,27 +174,39 @@ pub(super) fn revoke_families(scope: &Families) -> String {
 }
 
 /// One page (`bulk.rs`) of [`revoke_families`] for a scope that may cover any number of
-/// families: at most `$page` of them, each with its active token. Sets `$full` when it found a
-/// full page or `more` (SurrealQL, another selection of the same page) holds; otherwise this
-/// is the last page, and it also revokes any active token of the scope still left. Sets `$n`
-/// to the tokens revoked.
+/// families: at most `$take` of them, each with its active tokens, found through `token_grant`.
+/// Sets `$full` when it found `$page` families or `more` (SurrealQL, another selection of the
+/// same page) holds, `$n` to the tokens revoked, and `$cursor.family` where the scope has a
+/// [`Families::walk`].
+///
+/// Nothing else of the scope is swept: a family that is not revoked holds the only active
+/// tokens it has, and revoking a family revokes them in the same transaction (the same
+/// invariant the live-token count rests on, `stats.rs`). A sweep of the scope's tokens by
+/// `token_client` reads every token row the client ever had (15 s at a million).
 pub(super) fn revoke_families_page(scope: &Families, more: &str) -> String {
+    let (walk, order, cursor) = match scope.walk {
+        Some(key) => (
+            format!("AND {key} >= $after_family"),
+            format!("ORDER BY {key}"),
+            format!("LET $cursor = object::extend($cursor, {{ family: array::last($fams).{key} ?? $after_family }});"),
+        ),
+        None => (String::new(), String::new(), String::new()),
+    };
     format!(
-        "LET $ids = (SELECT VALUE id FROM family WHERE {families} AND revoked_at = NONE LIMIT $page); \
-         LET $revoked_families = (UPDATE $ids SET revoked_at = $now, revoke_reason = $reason, \
+        "LET $fams = (SELECT id, {select} FROM family WHERE {families} AND revoked_at = NONE {walk} {order} LIMIT $take); \
+         LET $revoked_families = (UPDATE $fams.id SET revoked_at = $now, revoke_reason = $reason, \
             active_token = NONE, rev += 1 WHERE revoked_at = NONE RETURN AFTER); \
          FOR $f IN $revoked_families {{ {mark} }}; \
          LET $revoked = array::flatten($revoked_families.map(|$f| (UPDATE token SET {revoke} \
             WHERE grant_id = $f.grant_id AND status = 'active' RETURN AFTER))); \
-         LET $full = {more} OR array::len($ids) >= $page; \
-         LET $left = IF $full {{ [] }} ELSE {{ (UPDATE token SET {revoke} \
-            WHERE {tokens} AND status = 'active' RETURN AFTER) }}; \
-         FOR $t IN array::concat($revoked, $left) {{ {event} }}; \
-         LET $n = array::len($revoked) + array::len($left);",
+         FOR $t IN $revoked {{ {event} }}; \
+         LET $full = {more} OR array::len($fams) >= $page; \
+         {cursor} \
+         LET $n = array::len($revoked);",
+        select = scope.walk.unwrap_or("grant_id"),
         families = scope.families,
         mark = mark_revoked("$f"),
         revoke = REVOKE_TOKEN,
-        tokens = scope.tokens,
         event = token_event(EventKind::Revoked, "$t", "$reason"),
     )
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::bulk::Cursor;
 use super::events::{EventKind, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Emits, Store, StoreError, Vars, record, take_all};
@@ -232,20 +233,29 @@ impl Store {
         keyed: Option<&Keyed>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        // Walked by the key of the index the filter selects by, so that no page walks the
+        // tombstones of the sessions earlier pages removed.
+        let (walk, key, cursor) = match (&filter.client_id, &filter.user_id) {
+            (None, None) => {
+                ("expires_at <= $now AND expires_at >= $after_expires", "expires_at", Cursor::Time("expires"))
+            }
+            _ => ("session_id > $after_session", "session_id", Cursor::Text("session")),
+        };
         let mut conditions = filter.conditions();
-        if conditions.is_empty() {
-            conditions.push("expires_at <= $now");
-        }
+        conditions.push(walk);
         let page = format!(
-            "LET $ids = (SELECT VALUE id FROM session WHERE {} LIMIT $page); \
-             LET $gone = (DELETE $ids RETURN BEFORE); \
-             FOR $s IN $gone {{ {} }}; \
+            "LET $rows = (SELECT id, {key} FROM session WHERE {conditions} ORDER BY {key} LIMIT $take); \
+             LET $gone = (DELETE $rows.id RETURN BEFORE); \
+             FOR $s IN $gone {{ {event} }}; \
              LET $n = array::len($gone); \
-             LET $full = array::len($ids) >= $page;",
-            conditions.join(" AND "),
-            session_event(EventKind::Purged, "$s"),
+             LET $full = array::len($rows) >= $page; \
+             LET $cursor = {{ {name}: array::last($rows).{key} ?? ${var} }};",
+            conditions = conditions.join(" AND "),
+            event = session_event(EventKind::Purged, "$s"),
+            name = cursor.name(),
+            var = cursor.var(),
         );
         let vars = filter.bind(Vars::new()).set("now", now);
-        self.in_pages(keyed, &page, "$total", |purged: u64| purged, vars).await
+        self.in_pages(keyed, &page, "$total", |purged: u64| purged, &[cursor], None, vars).await
     }
 }

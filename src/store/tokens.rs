@@ -353,7 +353,8 @@ impl Store {
             RevokeScope::User(user_id) => (&BY_USER, Vars::new().set("user_id", user_id)),
         };
         let vars = vars.set("reason", "requested").set("now", now);
-        self.in_pages(keyed, &revoke_families_page(families, "false"), "$total", |revoked: u64| revoked, vars).await
+        let page = revoke_families_page(families, "false");
+        self.in_pages(keyed, &page, "$total", |revoked: u64| revoked, families.cursors(), None, vars).await
     }
 
     /// `token.revoke` of one family, in one transaction.

@@ -5,10 +5,11 @@
 use authstore::clock::{Clock, SystemClock};
 use authstore::domain::client::{self, Origin};
 use authstore::domain::idempotency;
-use authstore::domain::ids::UserId;
+use authstore::domain::ids::{ClientId, UserId};
 use authstore::domain::{Policy, session, token};
+use authstore::error::{Error, InvalidClient, NotFound};
 use authstore::secret::Mint;
-use authstore::store::{Location, Memory, SessionFilter, Store, StoreConfig};
+use authstore::store::{Location, Memory, SessionFilter, Store, StoreConfig, StoreError, TokenFilter};
 use authstore::types::{ClientMetadata, SessionPut, TokenIssue, TokenRevoke};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -64,12 +65,20 @@ async fn sessions(store: &Store, count: usize, now: DateTime<Utc>) {
 }
 
 async fn tokens(store: &Store, count: usize, now: DateTime<Utc>) {
-    let issues = (0..count).map(|_| async move {
-        let issue = TokenIssue { client_id: "app".into(), user_id: "alice".into(), ..Default::default() };
-        let new = token::issue(issue, &Policy::default(), now, &Mint::Random).unwrap();
-        store.token_issue(new, None, now).await.unwrap();
+    tokens_of(store, (0..count).map(|_| "alice".to_string()), now).await;
+}
+
+/// Issues a token (a family) to `app` for each user in `users`.
+async fn tokens_of(store: &Store, users: impl Iterator<Item = String>, now: DateTime<Utc>) {
+    let issues = users.map(|user_id| async move {
+        store.token_issue(issue_to(&user_id, now), None, now).await.unwrap();
     });
     futures::stream::iter(issues).buffer_unordered(8).collect::<Vec<()>>().await;
+}
+
+fn issue_to(user_id: &str, now: DateTime<Utc>) -> token::NewToken {
+    let issue = TokenIssue { client_id: "app".into(), user_id: user_id.into(), ..Default::default() };
+    token::issue(issue, &Policy::default(), now, &Mint::Random).unwrap()
 }
 
 /// Sequences every pending event and counts the log's events of `kind`.
@@ -181,6 +190,131 @@ fn a_keyed_change_cut_off_part_way_is_finished_and_counted_whole_by_its_retry() 
         assert_eq!(store.stats(SystemClock.now()).await.unwrap().sessions, 0);
         assert_eq!(events_of(&store, "purged").await, ROWS);
     });
+}
+
+/// A purge of expired sessions walks them by deadline (a datetime cursor, restarted a second
+/// before the last deadline a page took): every one is found, once, whatever page it falls in.
+#[test]
+fn a_purge_of_expired_sessions_walks_them_by_deadline_and_finds_each_once() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        let now = SystemClock.now();
+        // Deadlines 10 ms apart over the last three seconds, put in any order: a datetime index
+        // orders them by their text (`…05.1Z` after `…05.12Z`), so a page that went on from the
+        // last deadline it took, as it is, would miss some.
+        let puts = (0..ROWS).map(|i| {
+            let store = &store;
+            async move {
+                let at = now - chrono::Duration::milliseconds(1_000 * 3_600 + (i as i64 * 7_919) % 3_000 / 10 * 10);
+                let put = SessionPut {
+                    id: Some(format!("old-{i}")),
+                    client_id: "app".into(),
+                    redirect_uri: REDIRECT.into(),
+                    ttl_secs: Some(3600),
+                    ..Default::default()
+                };
+                store.session_put(session::put(put, &Policy::default(), at).unwrap(), None, at).await.unwrap();
+            }
+        });
+        futures::stream::iter(puts).buffer_unordered(64).collect::<Vec<()>>().await;
+        sessions(&store, 10, now).await; // live: not purged
+        let everything_expired = SessionFilter::default();
+        assert_eq!(store.session_purge(&everything_expired, None, SystemClock.now()).await.unwrap(), ROWS as u64);
+        assert_eq!(store.stats(SystemClock.now()).await.unwrap().sessions, 10);
+        assert_eq!(events_of(&store, "expired").await, ROWS);
+    });
+}
+
+/// `client.delete` walks the client's families by user, and marks the client as being deleted
+/// first: tokens issued to the client while it runs, to users that sort before every page's
+/// cursor, are refused or revoked with the rest. None is left live.
+#[test]
+fn nothing_issued_while_a_client_delete_runs_outlives_it() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        let now = SystemClock.now();
+        tokens_of(&store, (0..ROWS).map(|i| format!("u-{i:04}")), now).await;
+        let delete = {
+            let store = store.clone();
+            tokio::spawn(async move { store.client_delete("app", None, SystemClock.now()).await })
+        };
+        // Issue to users before "u-" all along, until the delete has finished.
+        let (mut issued, mut refused) = (Vec::new(), 0);
+        for i in 0.. {
+            let finished = delete.is_finished();
+            let now = SystemClock.now();
+            match store.token_issue(issue_to(&format!("a-{i:04}"), now), None, now).await {
+                Ok(token) => issued.push(token),
+                Err(e) => {
+                    assert!(unknown_client(&e), "an issue failed otherwise: {e}");
+                    refused += 1;
+                }
+            }
+            if finished {
+                break;
+            }
+        }
+        assert!(delete.await.unwrap().unwrap(), "the delete did not delete");
+        assert!(refused > 0, "no issue ran during the delete: this proves nothing");
+        let filter =
+            TokenFilter { client_id: Some(ClientId::parse("client_id", "app".into()).unwrap()), ..Default::default() };
+        let live = store.token_list(&filter, None, 1000, SystemClock.now()).await.unwrap();
+        assert!(
+            live.is_empty(),
+            "{} tokens of the deleted client are live ({} issued during the delete)",
+            live.len(),
+            issued.len()
+        );
+        let stats = store.stats(SystemClock.now()).await.unwrap();
+        assert_eq!((stats.clients, stats.tokens), (0, 0));
+        assert_eq!(events_of(&store, "revoked").await, ROWS + issued.len());
+    });
+}
+
+/// A `client.delete` cut off after its first page leaves the client being deleted: unknown to
+/// every method, nothing can be issued for it, a document may not take its id, and it is not
+/// listed. A second delete finishes it.
+#[test]
+fn a_client_delete_cut_off_part_way_leaves_the_client_unknown_until_a_delete_finishes_it() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        let now = SystemClock.now();
+        sessions(&store, ROWS, now).await;
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move { store.client_delete("app", None, SystemClock.now()).await })
+        };
+        loop {
+            if store.stats(SystemClock.now()).await.unwrap().sessions < ROWS as u64 {
+                first.abort();
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(first.await.unwrap_err().is_cancelled());
+        let left = store.stats(SystemClock.now()).await.unwrap().sessions;
+        assert!(left > 0, "the delete finished before it was cut off: this proves nothing");
+
+        let now = SystemClock.now();
+        assert!(matches!(store.client_get("app").await, Err(StoreError::Rejected(Error::NotFound(NotFound::Missing)))));
+        assert!(store.client_list(None, 10).await.unwrap().is_empty());
+        assert!(unknown_client(&store.token_issue(issue_to("bob", now), None, now).await.unwrap_err()));
+        let put = SessionPut { client_id: "app".into(), redirect_uri: REDIRECT.into(), ..Default::default() };
+        let put = session::put(put, &Policy::default(), now).unwrap();
+        assert!(unknown_client(&store.session_put(put, None, now).await.unwrap_err()));
+
+        assert!(store.client_delete("app", None, SystemClock.now()).await.unwrap());
+        let stats = store.stats(SystemClock.now()).await.unwrap();
+        assert_eq!((stats.clients, stats.sessions), (0, 0));
+        assert_eq!(events_of(&store, "purged").await, ROWS);
+    });
+}
+
+fn unknown_client(e: &StoreError) -> bool {
+    matches!(e, StoreError::Rejected(Error::InvalidClient(InvalidClient::UnknownClient)))
 }
 
 /// On a multi-threaded runtime, on threads with the stack SurrealDB wants.
