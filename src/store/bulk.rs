@@ -114,8 +114,9 @@ impl Store {
     /// kind (`$page`, unless it sets `$take` lower), never selects a row it has already
     /// changed, walks its rows by `cursors` (the first page from their start), and sets `$n`
     /// (what it counts), `$full` (whether any of its selections came back with `$page` rows)
-    /// and `$cursor` (an object: each cursor's last key). `before`, if given, runs first, as a
-    /// transaction of its own.
+    /// and `$cursor` (an object: each cursor's last key). `before`, if given, is a transaction
+    /// run first in each attempt (also on a keyed retry that goes on from committed pages); what
+    /// it returns (text, or NONE) is bound as `$before` for the pages.
     ///
     /// With a key, the answer recorded by the last page is `answer`, SurrealQL over `$total`;
     /// a recorded answer is turned back into a count by `recalled`.
@@ -148,7 +149,12 @@ impl Store {
                     // page's rows may have changed under the cursors.
                     let mut vars = start.clone();
                     if let Some(before) = before {
-                        self.retrying(|| async { self.query(before, vars.clone()).await.map(drop) }).await?;
+                        let pinned: Option<String> = self
+                            .retrying(|| async { take_returned(&mut self.query(before, vars.clone()).await?) })
+                            .await?;
+                        // It may have changed something: a failure from here on is an unknown outcome.
+                        committed.store(true, Ordering::Relaxed);
+                        vars = vars.set("before", pinned);
                     }
                     loop {
                         let page: Option<Page> = self

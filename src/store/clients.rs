@@ -67,8 +67,8 @@ fn with_secret(mut client: ClientRecord, secret: Option<String>) -> ClientRecord
 }
 
 impl Store {
-    /// The client, unless it is being deleted: from `client.delete`'s first page on, a client
-    /// is unknown to every method.
+    /// The client, unless it is being deleted: once `client.delete` has frozen it, nothing can
+    /// be issued for it and `client.get`, `client.list` and `client.authenticate` do not know it.
     pub(super) async fn client_row(&self, client_id: &str) -> Result<Option<ClientRow>, StoreError> {
         let row: Option<ClientRow> = self.row("client", client_id).await?;
         Ok(row.filter(|row| row.deleting_at.is_none()))
@@ -222,8 +222,9 @@ impl Store {
     /// `client.delete`: removes the client with its sessions purged, its codes removed and its
     /// refresh tokens revoked, with events, in pages (`bulk.rs`).
     ///
-    /// A transaction of its own first marks the client as being deleted (`deleting_at`, and a
-    /// new `updated_at`): from then on the client is unknown to every method, and an issue in
+    /// A transaction of its own first reads the client and marks it as being deleted
+    /// (`deleting_at`, and a new `updated_at`), pinning the incarnation it found. From then on
+    /// `client.get`, `client.list` and `client.authenticate` do not know it, and an issue in
     /// flight finds the client changed and runs again, into `unknown_client` (issuing writes
     /// the client record, see [`CLIENT_STILL_REGISTERED`]). So no family or code can appear
     /// behind the pages' cursors, and the last page removes the client with the last of its
@@ -231,9 +232,10 @@ impl Store {
     /// issue, and pages that did would lose every race to a busy client's issues. A call cut
     /// off part-way leaves the client being deleted; calling `client.delete` again finishes it.
     ///
-    /// The delete is pinned to the incarnation it found: if the client is deleted and
-    /// registered again (or a document cached) while its pages run, the rest of its pages do
-    /// nothing, and the new registration is left alone.
+    /// The pages act only while the client they pinned is being deleted (or gone): if it was
+    /// deleted by another call and registered again meanwhile, the rest of the pages do
+    /// nothing and the answer is `false`. A keyed retry whose earlier run committed pages does
+    /// not freeze a client that is not being deleted: that is a new registration.
     pub async fn client_delete(
         &self,
         client_id: &str,
@@ -241,8 +243,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let page = format!(
-            "LET $client = (SELECT incarnation FROM ONLY $rid); \
-             LET $take = IF $client != NONE AND $client.incarnation != $incarnation {{ 0 }} ELSE {{ $page }}; \
+            "LET $client = (SELECT incarnation, deleting_at FROM ONLY $rid); \
+             LET $take = IF $client != NONE AND ($client.incarnation != $before OR $client.deleting_at = NONE) \
+                {{ 0 }} ELSE {{ $page }}; \
              LET $rows = (SELECT id, session_id FROM session WHERE client_id = $client_id \
                 AND session_id > $after_session ORDER BY session_id LIMIT $take); \
              LET $gone = (DELETE $rows.id RETURN BEFORE); \
@@ -251,22 +254,26 @@ impl Store {
              DELETE $cids; \
              LET $cursor = {{ session: array::last($rows).session_id ?? $after_session }}; \
              {revoke} \
-             LET $c = IF $full {{ [] }} ELSE {{ (DELETE $rid WHERE incarnation = $incarnation RETURN BEFORE) }}; \
+             LET $c = IF $full {{ [] }} ELSE {{ \
+                (DELETE $rid WHERE incarnation = $before AND deleting_at != NONE RETURN BEFORE) }}; \
              LET $n = array::len($c);",
             purged = session_event(EventKind::Purged, "$s"),
             revoke = revoke_families_page(&BY_CLIENT, "array::len($rows) >= $page OR array::len($cids) >= $page"),
         );
-        // The incarnation this delete removes: the client's as it is now, being deleted or not.
-        let found: Option<ClientRow> = self.row("client", client_id).await?;
         let vars = Vars::new()
             .set("rid", record("client", client_id))
             .set("client_id", client_id.to_string())
-            .set("incarnation", found.and_then(|c| c.incarnation))
             .set("reason", "client_deleted")
             .set("now", now);
         let cursors = [&[Cursor::Text("session")], BY_CLIENT.cursors()].concat();
-        const FREEZE: &str = "UPDATE $rid SET deleting_at = deleting_at ?? $now, updated_at = $now \
-            WHERE incarnation = $incarnation RETURN NONE";
+        // Freezes the client and returns the incarnation the pages remove (`$before`).
+        const FREEZE: &str = "BEGIN; \
+            LET $client = (SELECT incarnation, deleting_at FROM ONLY $rid); \
+            LET $went_on = IF $idem = NONE { false } ELSE { (SELECT VALUE partial FROM ONLY $idem) != NONE }; \
+            IF $client != NONE AND ($client.deleting_at != NONE OR !$went_on) { \
+                UPDATE $rid SET deleting_at = deleting_at ?? $now, updated_at = $now RETURN NONE }; \
+            RETURN $client.incarnation; \
+            COMMIT;";
         let deleted = self
             .in_pages(keyed, &page, "$total > 0", |deleted: bool| u64::from(deleted), &cursors, Some(FREEZE), vars)
             .await?;

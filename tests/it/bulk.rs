@@ -38,6 +38,11 @@ fn config(location: &Location) -> StoreConfig {
 /// A SurrealKV store in `dir` with the public client `app` registered.
 async fn opened(location: &Location) -> Store {
     let store = Store::open_bounded(&config(location), TIMEOUT).await.unwrap();
+    register_app(&store).await;
+    store
+}
+
+async fn register_app(store: &Store) {
     let meta = ClientMetadata {
         redirect_uris: vec![REDIRECT.into()],
         token_endpoint_auth_method: Some("none".into()),
@@ -45,7 +50,6 @@ async fn opened(location: &Location) -> Store {
     };
     let meta = client::metadata(meta, Origin::Registered).unwrap();
     store.client_register(client::registration("app".into(), meta, None), None, SystemClock.now()).await.unwrap();
-    store
 }
 
 async fn sessions(store: &Store, count: usize, now: DateTime<Utc>) {
@@ -310,6 +314,42 @@ fn a_client_delete_cut_off_part_way_leaves_the_client_unknown_until_a_delete_fin
         let stats = store.stats(SystemClock.now()).await.unwrap();
         assert_eq!((stats.clients, stats.sessions), (0, 0));
         assert_eq!(events_of(&store, "purged").await, ROWS);
+    });
+}
+
+/// A keyed `client.delete` cut off part-way, the client then deleted by another call and
+/// registered again: the retry with the key must not take the new registration for the one
+/// it was deleting.
+#[test]
+fn a_keyed_client_delete_retried_after_the_client_was_registered_again_leaves_the_new_one() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        sessions(&store, ROWS, SystemClock.now()).await;
+        let keyed = || {
+            let params = serde_json::json!({ "client_id": "app" });
+            idempotency::call("client.delete", Some("delete-1"), &params, b"server secret", "s1", SystemClock.now())
+                .unwrap()
+                .keyed
+        };
+        let first = {
+            let (store, keyed) = (store.clone(), keyed());
+            tokio::spawn(async move { store.client_delete("app", keyed.as_ref(), SystemClock.now()).await })
+        };
+        loop {
+            if store.stats(SystemClock.now()).await.unwrap().sessions < ROWS as u64 {
+                first.abort();
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert!(store.stats(SystemClock.now()).await.unwrap().sessions > 0, "the delete was not cut off");
+
+        assert!(store.client_delete("app", None, SystemClock.now()).await.unwrap());
+        register_app(&store).await;
+        assert!(!store.client_delete("app", keyed().as_ref(), SystemClock.now()).await.unwrap());
+        assert!(store.client_get("app").await.is_ok(), "the retry deleted the new registration");
     });
 }
 
