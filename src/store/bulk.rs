@@ -96,6 +96,16 @@ impl Cursor {
     }
 }
 
+/// How the pages of a change walk: by which cursors, and after which first transaction.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Walk<'a> {
+    /// The keys pages go on from (the first page starts at their start).
+    pub cursors: &'a [Cursor],
+    /// A transaction run first in each attempt (also on a keyed retry that goes on from
+    /// committed pages); what it returns (text, or NONE) is bound as `$before` for the pages.
+    pub before: Option<&'a str>,
+}
+
 /// What one page reports.
 #[derive(Debug, Deserialize)]
 struct Page {
@@ -112,11 +122,9 @@ impl Store {
     /// Runs `page` (SurrealQL, inside a transaction) until it finds less than a full page, and
     /// returns the sum of what the pages counted. `page` takes at most `$take` rows of each
     /// kind (`$page`, unless it sets `$take` lower), never selects a row it has already
-    /// changed, walks its rows by `cursors` (the first page from their start), and sets `$n`
-    /// (what it counts), `$full` (whether any of its selections came back with `$page` rows)
-    /// and `$cursor` (an object: each cursor's last key). `before`, if given, is a transaction
-    /// run first in each attempt (also on a keyed retry that goes on from committed pages); what
-    /// it returns (text, or NONE) is bound as `$before` for the pages.
+    /// changed, walks its rows as `walk` says, and sets `$n` (what it counts), `$full` (whether
+    /// any of its selections came back with `$page` rows) and `$cursor` (an object: each
+    /// cursor's last key).
     ///
     /// With a key, the answer recorded by the last page is `answer`, SurrealQL over `$total`;
     /// a recorded answer is turned back into a count by `recalled`.
@@ -126,10 +134,10 @@ impl Store {
         page: &str,
         answer: &str,
         recalled: impl Fn(R) -> u64,
-        cursors: &[Cursor],
-        before: Option<&str>,
+        walk: Walk<'_>,
         vars: Vars,
     ) -> Result<u64, StoreError> {
+        let Walk { cursors, before } = walk;
         let sql = format!(
             "BEGIN; LET $take = $page; LET $cursor = {{}}; {page} {progress} \
              RETURN {{ full: $full, total: $total, cursor: $cursor }}; COMMIT;",

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::bulk::Cursor;
+use super::bulk::{Cursor, Walk};
 use super::events::{BY_CLIENT, EventKind, revoke_families_page, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Emits, Store, StoreError, Vars, record, take_all, take_returned};
@@ -275,7 +275,14 @@ impl Store {
             RETURN $client.incarnation; \
             COMMIT;";
         let deleted = self
-            .in_pages(keyed, &page, "$total > 0", |deleted: bool| u64::from(deleted), &cursors, Some(FREEZE), vars)
+            .in_pages(
+                keyed,
+                &page,
+                "$total > 0",
+                |deleted: bool| u64::from(deleted),
+                Walk { cursors: &cursors, before: Some(FREEZE) },
+                vars,
+            )
             .await?;
         Ok(deleted > 0)
     }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::bulk::Cursor;
+use super::bulk::{Cursor, Walk};
 use super::events::{EventKind, session_event};
 use super::idempotency::{bind, record_answer, record_answer_if};
 use super::{Emits, Store, StoreError, Vars, record, take_all};
@@ -256,6 +256,7 @@ impl Store {
             var = cursor.var(),
         );
         let vars = filter.bind(Vars::new()).set("now", now);
-        self.in_pages(keyed, &page, "$total", |purged: u64| purged, &[cursor], None, vars).await
+        self.in_pages(keyed, &page, "$total", |purged: u64| purged, Walk { cursors: &[cursor], before: None }, vars)
+            .await
     }
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::bulk::Walk;
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
     BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, EventKind, Families, mark_revoked, revoke_families,
@@ -354,7 +355,15 @@ impl Store {
         };
         let vars = vars.set("reason", "requested").set("now", now);
         let page = revoke_families_page(families, "false");
-        self.in_pages(keyed, &page, "$total", |revoked: u64| revoked, families.cursors(), None, vars).await
+        self.in_pages(
+            keyed,
+            &page,
+            "$total",
+            |revoked: u64| revoked,
+            Walk { cursors: families.cursors(), before: None },
+            vars,
+        )
+        .await
     }
 
     /// `token.revoke` of one family, in one transaction.

@@ -163,31 +163,18 @@ fn a_revocation_and_a_client_delete_larger_than_the_write_buffer_commit_in_pages
 #[test]
 fn a_keyed_change_cut_off_part_way_is_finished_and_counted_whole_by_its_retry() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let location = Location::SurrealKv(dir.path().join("db").display().to_string());
-        let store = opened(&location).await;
+        let (_dir, store) = fresh().await;
         let now = SystemClock.now();
         sessions(&store, ROWS, now).await;
         let keyed = |now| {
             let params = serde_json::json!({ "user_id": "alice" });
             idempotency::call("session.purge", Some("purge-1"), &params, b"server secret", "s1", now).unwrap().keyed
         };
-        let first = {
-            let (store, keyed) = (store.clone(), keyed(now));
-            tokio::spawn(async move { store.session_purge(&alice(), keyed.as_ref(), SystemClock.now()).await })
-        };
-        // Cut it off once its first page has committed.
-        let left = loop {
-            let left = store.stats(SystemClock.now()).await.unwrap().sessions;
-            if left < ROWS as u64 {
-                first.abort();
-                break left;
-            }
-            tokio::task::yield_now().await;
-        };
-        assert!(first.await.unwrap_err().is_cancelled());
-        let left_after_abort = store.stats(SystemClock.now()).await.unwrap().sessions;
-        assert!(left_after_abort > 0, "the purge finished before it was cut off ({left} left): this proves nothing");
+        let (purging, keyed_first) = (store.clone(), keyed(now));
+        cut_off_part_way(&store, async move {
+            purging.session_purge(&alice(), keyed_first.as_ref(), SystemClock.now()).await
+        })
+        .await;
 
         assert_eq!(store.session_purge(&alice(), keyed(now).as_ref(), SystemClock.now()).await.unwrap(), ROWS as u64);
         assert_eq!(store.session_purge(&alice(), keyed(now).as_ref(), SystemClock.now()).await.unwrap(), ROWS as u64);
@@ -201,12 +188,11 @@ fn a_keyed_change_cut_off_part_way_is_finished_and_counted_whole_by_its_retry() 
 #[test]
 fn a_purge_of_expired_sessions_walks_them_by_deadline_and_finds_each_once() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        let (_dir, store) = fresh().await;
         let now = SystemClock.now();
-        // Deadlines 10 ms apart over the last three seconds, put in any order: a datetime index
-        // orders them by their text (`…05.1Z` after `…05.12Z`), so a page that went on from the
-        // last deadline it took, as it is, would miss some.
+        // Deadlines 10 ms apart over the last three seconds, put in any order, so that pages
+        // end inside a second, where a datetime index's text order (`…05.1Z` after `…05.12Z`)
+        // differs from time order.
         let puts = (0..ROWS).map(|i| {
             let store = &store;
             async move {
@@ -236,8 +222,7 @@ fn a_purge_of_expired_sessions_walks_them_by_deadline_and_finds_each_once() {
 #[test]
 fn nothing_issued_while_a_client_delete_runs_outlives_it() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        let (_dir, store) = fresh().await;
         let now = SystemClock.now();
         tokens_of(&store, (0..ROWS).map(|i| format!("u-{i:04}")), now).await;
         let delete = {
@@ -283,24 +268,11 @@ fn nothing_issued_while_a_client_delete_runs_outlives_it() {
 #[test]
 fn a_client_delete_cut_off_part_way_leaves_the_client_unknown_until_a_delete_finishes_it() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        let (_dir, store) = fresh().await;
         let now = SystemClock.now();
         sessions(&store, ROWS, now).await;
-        let first = {
-            let store = store.clone();
-            tokio::spawn(async move { store.client_delete("app", None, SystemClock.now()).await })
-        };
-        loop {
-            if store.stats(SystemClock.now()).await.unwrap().sessions < ROWS as u64 {
-                first.abort();
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(first.await.unwrap_err().is_cancelled());
-        let left = store.stats(SystemClock.now()).await.unwrap().sessions;
-        assert!(left > 0, "the delete finished before it was cut off: this proves nothing");
+        let deleting = store.clone();
+        cut_off_part_way(&store, async move { deleting.client_delete("app", None, SystemClock.now()).await }).await;
 
         let now = SystemClock.now();
         assert!(matches!(store.client_get("app").await, Err(StoreError::Rejected(Error::NotFound(NotFound::Missing)))));
@@ -323,8 +295,7 @@ fn a_client_delete_cut_off_part_way_leaves_the_client_unknown_until_a_delete_fin
 #[test]
 fn a_keyed_client_delete_retried_after_the_client_was_registered_again_leaves_the_new_one() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+        let (_dir, store) = fresh().await;
         sessions(&store, ROWS, SystemClock.now()).await;
         let keyed = || {
             let params = serde_json::json!({ "client_id": "app" });
@@ -332,25 +303,41 @@ fn a_keyed_client_delete_retried_after_the_client_was_registered_again_leaves_th
                 .unwrap()
                 .keyed
         };
-        let first = {
-            let (store, keyed) = (store.clone(), keyed());
-            tokio::spawn(async move { store.client_delete("app", keyed.as_ref(), SystemClock.now()).await })
-        };
-        loop {
-            if store.stats(SystemClock.now()).await.unwrap().sessions < ROWS as u64 {
-                first.abort();
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(first.await.unwrap_err().is_cancelled());
-        assert!(store.stats(SystemClock.now()).await.unwrap().sessions > 0, "the delete was not cut off");
+        let (deleting, keyed_first) = (store.clone(), keyed());
+        cut_off_part_way(&store, async move {
+            deleting.client_delete("app", keyed_first.as_ref(), SystemClock.now()).await
+        })
+        .await;
 
         assert!(store.client_delete("app", None, SystemClock.now()).await.unwrap());
         register_app(&store).await;
         assert!(!store.client_delete("app", keyed().as_ref(), SystemClock.now()).await.unwrap());
         assert!(store.client_get("app").await.is_ok(), "the retry deleted the new registration");
     });
+}
+
+/// A SurrealKV store in a new directory with `app` registered; the directory goes with the
+/// returned guard.
+async fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = opened(&Location::SurrealKv(dir.path().join("db").display().to_string())).await;
+    (dir, store)
+}
+
+/// Runs `change` on a task of its own and cuts it off once it has removed some, not all, of
+/// the `ROWS` sessions: what a timeout, a lost connection or a crash does part-way.
+async fn cut_off_part_way<T: std::fmt::Debug + Send + 'static>(
+    store: &Store,
+    change: impl Future<Output = T> + Send + 'static,
+) {
+    let task = tokio::spawn(change);
+    while store.stats(SystemClock.now()).await.unwrap().sessions == ROWS as u64 {
+        tokio::task::yield_now().await;
+    }
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled(), "the change finished before it was cut off");
+    let left = store.stats(SystemClock.now()).await.unwrap().sessions;
+    assert!(left > 0, "the change finished before it was cut off: this proves nothing");
 }
 
 fn unknown_client(e: &StoreError) -> bool {
