@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::clients::CLIENT_STILL_REGISTERED;
-use super::events::{BY_GRANT, EventKind, mark_revoked, revoke_tokens};
+use super::events::{EventKind, mark_revoked, revoke_grant_tokens};
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Emits, Store, StoreError, Vars, record};
 use crate::domain::code::{self, CodeRecord, Consume, Consumption, Issue};
@@ -224,7 +224,7 @@ impl Store {
              {record} \
              COMMIT;",
             mark = mark_revoked("$f"),
-            revoke = revoke_tokens(&BY_GRANT),
+            revoke = revoke_grant_tokens(),
             record = record_answer(keyed, "NONE"),
         );
         let vars = bind_refusal(bind(Vars::new(), keyed), &Error::InvalidGrant(InvalidGrant::Consumed))

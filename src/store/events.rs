@@ -114,14 +114,10 @@ pub(super) fn token_event(kind: EventKind, var: &str, reason: &str) -> String {
     )
 }
 
-/// Which families a revocation covers, as SurrealQL over bound parameters.
+/// Which families a revocation in pages covers, as SurrealQL over bound parameters.
 pub(super) struct Families {
-    /// The `UPDATE` target for the family records.
-    pub target: &'static str,
     /// The condition on the family records.
     pub families: &'static str,
-    /// The condition selecting their tokens.
-    pub tokens: &'static str,
     /// The indexed field after the scope's own that pages walk the families by (a [`Cursor`]
     /// named `family`), where there is one. Ties are walked again: a page goes on from the
     /// last key it took, with `>=`, so a client's families are walked user by user and only
@@ -139,41 +135,27 @@ impl Families {
     }
 }
 
-pub(super) const BY_GRANT: Families =
-    Families { target: "$family", families: "true", tokens: "grant_id = $grant_id", walk: None };
-pub(super) const BY_CLIENT: Families = Families {
-    target: "family",
-    families: "client_id = $client_id",
-    tokens: "client_id = $client_id",
-    walk: Some("user_id"),
-};
-pub(super) const BY_CLIENT_USER: Families = Families {
-    target: "family",
-    families: "client_id = $client_id AND user_id = $user_id",
-    tokens: "client_id = $client_id AND user_id = $user_id",
-    walk: None,
-};
-pub(super) const BY_USER: Families =
-    Families { target: "family", families: "user_id = $user_id", tokens: "user_id = $user_id", walk: None };
+pub(super) const BY_CLIENT: Families = Families { families: "client_id = $client_id", walk: Some("user_id") };
+pub(super) const BY_CLIENT_USER: Families =
+    Families { families: "client_id = $client_id AND user_id = $user_id", walk: None };
+pub(super) const BY_USER: Families = Families { families: "user_id = $user_id", walk: None };
 
-/// Revokes the families selected by `scope` and every active token in them, emitting one
-/// `revoked` event per token with `$reason`. Leaves the revoked tokens in `$revoked`.
+/// Revokes the family `$family` (of grant `$grant_id`) and every active token in it, emitting
+/// one `revoked` event per token with `$reason`. Leaves the revoked tokens in `$revoked`.
 ///
-/// Writing the family records is what makes this safe against a concurrent rotation: both
+/// Writing the family record is what makes this safe against a concurrent rotation: both
 /// transactions write the family, so one of them conflicts and runs again.
-pub(super) fn revoke_families(scope: &Families) -> String {
+pub(super) fn revoke_grant() -> String {
     format!(
-        "LET $revoked_families = (UPDATE {target} SET revoked_at = $now, revoke_reason = $reason, \
-            active_token = NONE, rev += 1 WHERE {families} AND revoked_at = NONE RETURN AFTER); \
+        "LET $revoked_families = (UPDATE $family SET revoked_at = $now, revoke_reason = $reason, \
+            active_token = NONE, rev += 1 WHERE revoked_at = NONE RETURN AFTER); \
          FOR $f IN $revoked_families {{ {mark} }}; {tokens}",
-        target = scope.target,
-        families = scope.families,
         mark = mark_revoked("$f"),
-        tokens = revoke_tokens(scope),
+        tokens = revoke_grant_tokens(),
     )
 }
 
-/// One page (`bulk.rs`) of [`revoke_families`] for a scope that may cover any number of
+/// One page (`bulk.rs`) of a revocation of families for a scope that may cover any number of
 /// families: at most `$take` of them, each with its active tokens, found through `token_grant`.
 /// Sets `$full` when it found `$page` families or `more` (SurrealQL, another selection of the
 /// same page) holds, `$n` to the tokens revoked, and `$cursor.family` where the scope has a
@@ -221,14 +203,13 @@ pub(super) fn mark_revoked(var: &str) -> String {
     format!("UPSERT type::record('family_revoked', {var}.grant_id) SET expires_at = {var}.expires_at RETURN NONE;")
 }
 
-/// Revokes the active tokens selected by `scope` with one `revoked` event each; the family
-/// records are the caller's to write. Leaves the revoked tokens in `$revoked`.
-pub(super) fn revoke_tokens(scope: &Families) -> String {
+/// Revokes the active tokens of grant `$grant_id` with one `revoked` event each; the family
+/// record is the caller's to write. Leaves the revoked tokens in `$revoked`.
+pub(super) fn revoke_grant_tokens() -> String {
     format!(
-        "LET $revoked = (UPDATE token SET {revoke} WHERE {tokens} AND status = 'active' RETURN AFTER); \
+        "LET $revoked = (UPDATE token SET {revoke} WHERE grant_id = $grant_id AND status = 'active' RETURN AFTER); \
          FOR $t IN $revoked {{ {event} }};",
         revoke = REVOKE_TOKEN,
-        tokens = scope.tokens,
         event = token_event(EventKind::Revoked, "$t", "$reason"),
     )
 }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use super::bulk::Walk;
 use super::clients::CLIENT_STILL_REGISTERED;
 use super::events::{
-    BY_CLIENT, BY_CLIENT_USER, BY_GRANT, BY_USER, EventKind, Families, mark_revoked, revoke_families,
-    revoke_families_page, revoke_tokens, token_event,
+    BY_CLIENT, BY_CLIENT_USER, BY_USER, EventKind, Families, mark_revoked, revoke_families_page, revoke_grant,
+    revoke_grant_tokens, token_event,
 };
 use super::idempotency::{bind, bind_refusal, record_answer, recordable};
 use super::{Emits, Store, StoreError, Vars, record, take_all, take_one, take_returned};
@@ -320,7 +320,7 @@ impl Store {
              LET $reused = (SELECT * FROM ONLY $old); {event} {revoke} {record} COMMIT;",
             mark = mark_revoked("$f"),
             event = token_event(EventKind::ReuseDetected, "$reused", "$reason"),
-            revoke = revoke_tokens(&BY_GRANT),
+            revoke = revoke_grant_tokens(),
             record = record_answer(keyed, "NONE"),
         );
         let vars = bind_refusal(bind(Vars::new(), keyed), &Error::InvalidGrant(InvalidGrant::ReuseDetected))
@@ -375,7 +375,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "BEGIN; {} {} RETURN array::len($revoked); COMMIT;",
-            revoke_families(&BY_GRANT),
+            revoke_grant(),
             record_answer(keyed, "array::len($revoked)")
         );
         let revoked: Option<u64> = self

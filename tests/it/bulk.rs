@@ -3,18 +3,17 @@
 //! and leave a store that opens again. Unpaged, each of these changes failed at commit.
 
 use authstore::clock::{Clock, SystemClock};
-use authstore::domain::client::{self, Origin};
 use authstore::domain::idempotency;
 use authstore::domain::ids::{ClientId, UserId};
 use authstore::domain::{Policy, session, token};
 use authstore::error::{Error, InvalidClient, NotFound};
 use authstore::secret::Mint;
 use authstore::store::{Location, Memory, SessionFilter, Store, StoreConfig, StoreError, TokenFilter};
-use authstore::types::{ClientMetadata, SessionPut, TokenIssue, TokenRevoke};
+use authstore::types::{SessionPut, TokenIssue, TokenRevoke};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use crate::support::REDIRECT;
+use crate::support::{REDIRECT, register_app};
 
 /// A write buffer of 512 KiB: a page (32 rows of each kind, `bulk::page_rows`) fits, 300 purged
 /// sessions or revoked families in one transaction do not (unpaged, each of these changes
@@ -38,18 +37,8 @@ fn config(location: &Location) -> StoreConfig {
 /// A SurrealKV store in `dir` with the public client `app` registered.
 async fn opened(location: &Location) -> Store {
     let store = Store::open_bounded(&config(location), TIMEOUT).await.unwrap();
-    register_app(&store).await;
+    register_app(&store, SystemClock.now()).await;
     store
-}
-
-async fn register_app(store: &Store) {
-    let meta = ClientMetadata {
-        redirect_uris: vec![REDIRECT.into()],
-        token_endpoint_auth_method: Some("none".into()),
-        ..Default::default()
-    };
-    let meta = client::metadata(meta, Origin::Registered).unwrap();
-    store.client_register(client::registration("app".into(), meta, None), None, SystemClock.now()).await.unwrap();
 }
 
 async fn sessions(store: &Store, count: usize, now: DateTime<Utc>) {
@@ -310,7 +299,7 @@ fn a_keyed_client_delete_retried_after_the_client_was_registered_again_leaves_th
         .await;
 
         assert!(store.client_delete("app", None, SystemClock.now()).await.unwrap());
-        register_app(&store).await;
+        register_app(&store, SystemClock.now()).await;
         assert!(!store.client_delete("app", keyed().as_ref(), SystemClock.now()).await.unwrap());
         assert!(store.client_get("app").await.is_ok(), "the retry deleted the new registration");
     });

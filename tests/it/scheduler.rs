@@ -5,17 +5,16 @@ use std::time::Duration;
 
 use authstore::background::{Background, Timings};
 use authstore::clock::{Clock, ManualClock};
-use authstore::domain::client::{self, Origin};
 use authstore::domain::{Policy, session, token};
 use authstore::error::{Error, NotFound};
 use authstore::hub::Hub;
 use authstore::metrics::Metrics;
 use authstore::secret::Mint;
 use authstore::store::{EventRecord, Location, Store, StoreConfig, StoreError};
-use authstore::types::{ClientMetadata, SessionPut, TokenIssue, TokenRevoke};
+use authstore::types::{SessionPut, TokenIssue, TokenRevoke};
 use chrono::{DateTime, Utc};
 
-use crate::support::REDIRECT;
+use crate::support::{REDIRECT, register_app};
 
 const TICK: Duration = Duration::from_millis(100);
 
@@ -97,13 +96,7 @@ async fn opened() -> (Store, Arc<ManualClock>) {
     let store = Store::open(&config).await.unwrap();
     tokio::time::pause();
     let clock = Arc::new(ManualClock::new(DateTime::from_timestamp(1_800_000_000, 0).unwrap()));
-    let meta = ClientMetadata {
-        redirect_uris: vec![REDIRECT.into()],
-        token_endpoint_auth_method: Some("none".into()),
-        ..Default::default()
-    };
-    let meta = client::metadata(meta, Origin::Registered).unwrap();
-    store.client_register(client::registration("app".into(), meta, None), None, clock.now()).await.unwrap();
+    register_app(&store, clock.now()).await;
     (store, clock)
 }
 

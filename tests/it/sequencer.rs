@@ -3,14 +3,13 @@
 //! commits after later, shorter changes were sequenced.
 
 use authstore::clock::{Clock, SystemClock};
-use authstore::domain::client::{self, Origin};
 use authstore::domain::ids::{SessionId, UserId};
 use authstore::domain::{Policy, session};
 use authstore::store::{Location, SessionFilter, Store, StoreConfig};
-use authstore::types::{ClientMetadata, SessionPut};
+use authstore::types::SessionPut;
 use chrono::{DateTime, Utc};
 
-use crate::support::REDIRECT;
+use crate::support::{REDIRECT, register_app};
 
 async fn opened(location: Location) -> Store {
     let config = StoreConfig {
@@ -22,13 +21,7 @@ async fn opened(location: Location) -> Store {
         memory: authstore::store::Memory::default_for(None),
     };
     let store = Store::open(&config).await.unwrap();
-    let meta = ClientMetadata {
-        redirect_uris: vec![REDIRECT.into()],
-        token_endpoint_auth_method: Some("none".into()),
-        ..Default::default()
-    };
-    let meta = client::metadata(meta, Origin::Registered).unwrap();
-    store.client_register(client::registration("app".into(), meta, None), None, SystemClock.now()).await.unwrap();
+    register_app(&store, SystemClock.now()).await;
     store
 }
 

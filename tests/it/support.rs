@@ -15,8 +15,9 @@ use authstore::background::Timings;
 use authstore::clock::{Clock, ManualClock, SystemClock};
 use authstore::config::Config;
 use authstore::domain::Policy;
+use authstore::domain::client::{self, Origin};
 use authstore::rpc::api::{ClientApiClient, CodeApiClient, TokenApiClient};
-use authstore::store::{Location, StoreConfig};
+use authstore::store::{Location, Store, StoreConfig};
 use authstore::types::*;
 use jsonrpsee::core::client::Error as ClientError;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
@@ -249,6 +250,18 @@ impl Drop for TestApp {
 }
 
 /// A public MCP client (PKCE, no secret) that may use codes and refresh tokens.
+/// Registers the public client `app`, with [`REDIRECT`], straight on `store` (for tests below
+/// the wire).
+pub async fn register_app(store: &Store, now: chrono::DateTime<chrono::Utc>) {
+    let meta = ClientMetadata {
+        redirect_uris: vec![REDIRECT.into()],
+        token_endpoint_auth_method: Some("none".into()),
+        ..Default::default()
+    };
+    let meta = client::metadata(meta, Origin::Registered).unwrap();
+    store.client_register(client::registration("app".into(), meta, None), None, now).await.unwrap();
+}
+
 pub fn public_client(client_id: &str) -> ClientRegister {
     ClientRegister {
         client_id: Some(client_id.into()),
