@@ -153,8 +153,8 @@ impl Application {
 
     /// Serves until `shutdown` resolves. Then subscriptions are closed with reason `shutdown`
     /// (and the cursor to resume from), the listener stops accepting, in-flight calls finish,
-    /// the background loops and then the store's group-commit workers stop, and the store is
-    /// released. All of it within the shutdown timeout, whatever the database does: what is
+    /// the background loops and then the store's group-commit workers stop, and the database
+    /// is closed (an embedded one writes its buffer out) and released. All of it within the shutdown timeout, whatever the database does: what is
     /// still running at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::select! {
@@ -176,6 +176,7 @@ impl Application {
         }
         self.background.stop_by(deadline).await;
         self.store.stop_workers_by(deadline).await;
+        self.store.close_by(deadline).await;
         drop(self.store);
         tracing::info!("stopped");
         Ok(())

@@ -128,7 +128,8 @@ fn cgroup_limit(proc_self_cgroup: &str, read: impl Fn(&str) -> Option<String>) -
 /// A connection to the database: the embedded engine authstore built, or the SDK's own.
 #[derive(Clone)]
 pub(super) enum Handle {
-    Embedded(Surreal<Db>),
+    /// The SDK's handle, and the engine under it, which [`Handle::close`] shuts down.
+    Embedded(Surreal<Db>, Arc<Datastore>),
     Other(Surreal<Any>),
 }
 
@@ -136,7 +137,10 @@ impl Handle {
     /// Opens the database `config` names, signs in and selects namespace and database.
     pub(super) async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let handle = match &config.location {
-            Location::SurrealKv(path) => Handle::Embedded(open_surrealkv(path, config.memory).await?),
+            Location::SurrealKv(path) => {
+                let (db, datastore) = open_surrealkv(path, config.memory).await?;
+                Handle::Embedded(db, datastore)
+            }
             other => Handle::Other(any::connect(other.endpoint()).await?),
         };
         if let (Some(username), Some(password), Handle::Other(db)) = (&config.username, &config.password, &handle) {
@@ -147,7 +151,7 @@ impl Handle {
         for attempt in 0.. {
             let (ns, database) = (config.namespace.clone(), config.database.clone());
             let selected = match &handle {
-                Handle::Embedded(db) => db.use_ns(ns).use_db(database).await,
+                Handle::Embedded(db, _) => db.use_ns(ns).use_db(database).await,
                 Handle::Other(db) => db.use_ns(ns).use_db(database).await,
             };
             match selected {
@@ -164,8 +168,27 @@ impl Handle {
     /// Runs `sql` with `vars` bound.
     pub(super) async fn query(&self, sql: &str, vars: Object) -> surrealdb::Result<IndexedResults> {
         match self {
-            Handle::Embedded(db) => db.query(sql).bind(vars).await,
+            Handle::Embedded(db, _) => db.query(sql).bind(vars).await,
             Handle::Other(db) => db.query(sql).bind(vars).await,
+        }
+    }
+
+    /// Shuts an embedded engine down: its write buffer written out to its files and its
+    /// write-ahead log closed, so that the next start has nothing to replay. Later queries
+    /// through any clone of this handle fail. The SDK would do it once its last handle is
+    /// dropped, on a task of its own that the runtime's shutdown then cancels.
+    ///
+    /// The shutdown runs on a task of its own, so that a caller that stops waiting (a
+    /// deadline) neither cancels it half-way nor waits on its blocking steps: SurrealDB's own
+    /// second shutdown, when the last handle drops, waits for this one to finish instead of
+    /// flushing the same write buffer beside it.
+    pub(super) async fn close(&self) {
+        let Handle::Embedded(_, datastore) = self else { return };
+        let datastore = datastore.clone();
+        match tokio::spawn(async move { datastore.shutdown().await }).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "closing the embedded database"),
+            Err(e) => tracing::error!(error = %e, "closing the embedded database"),
         }
     }
 }
@@ -175,7 +198,7 @@ impl Handle {
 /// maintenance task writes (a write before the version key makes the store unreadable).
 /// Live-query notifications are off: authstore runs no LIVE query, and with them on every
 /// write transaction allocates a message channel.
-async fn open_surrealkv(path: &str, memory: Memory) -> Result<Surreal<Db>, StoreError> {
+async fn open_surrealkv(path: &str, memory: Memory) -> Result<(Surreal<Db>, Arc<Datastore>), StoreError> {
     let failed = |step: &str| {
         let step = step.to_string();
         move |e: anyhow::Error| StoreError::Database(format!("opening surrealkv://{path} ({step}): {e:#}"))
@@ -196,7 +219,7 @@ async fn open_surrealkv(path: &str, memory: Memory) -> Result<Surreal<Db>, Store
     datastore.bootstrap().await.map_err(failed("bootstrap"))?;
     datastore.start_maintenance_tasks();
     tracing::info!(cache_bytes = memory.cache_bytes, memtable_bytes = memory.memtable_bytes, "embedded SurrealKV open");
-    Ok(Surreal::<Db>::unstable_from_datastore(datastore, None).await?)
+    Ok((Surreal::<Db>::unstable_from_datastore(datastore.clone(), None).await?, datastore))
 }
 
 #[cfg(test)]

@@ -107,6 +107,16 @@ impl Store {
         }
     }
 
+    /// Closes the database for good, waiting for it until `deadline`: an embedded engine
+    /// writes its write buffer out and closes its log, so the next start replays nothing. Cut
+    /// off by the deadline (and then by the process's exit), it leaves what a crash leaves.
+    /// For shutdown, after [`Store::stop_workers_by`]: later writes through any handle fail.
+    pub async fn close_by(&self, deadline: tokio::time::Instant) {
+        if tokio::time::timeout_at(deadline, self.db.close()).await.is_err() {
+            tracing::warn!("the database did not close by the shutdown deadline");
+        }
+    }
+
     /// Resolves after the next transaction that wrote events commits.
     pub fn outbox_written(&self) -> Arc<Notify> {
         self.outbox_written.clone()

@@ -430,3 +430,112 @@ async fn a_record_due_before_the_cleared_range_is_removed_by_the_next_sweep() {
     }
     assert_eq!(error_of(get().await).0, 1001, "removed, not failing");
 }
+
+// `client.delete` through one instance while the other issues and rotates for that client all
+// along, the deleting instance SIGKILLed part-way and the delete finished through the other:
+// every token the other instance handed out, before or during the delete, must be dead after
+// it, and once an issue was refused none may succeed (checked against the recorded answers, not
+// only the final counts). Users `a-…` sort before every family the delete's pages walk past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_the_other_instance_issued() {
+    use authstore::rpc::api::ServerApiClient;
+    use futures::StreamExt;
+    const FAMILIES: usize = 1000;
+    let database = format!("i{}", authstore::secret::generate_id().replace(['-', '_'], "x"));
+    let mut a = Instance::start(&database);
+    let b = Instance::start(&database);
+    let (client_a, client_b) = (a.connect().await, b.connect().await);
+    client_a.register(crate::support::public_client("app").into()).await.unwrap();
+    let issue = |user: String| TokenIssue { client_id: "app".into(), user_id: user, ..Default::default() };
+    let issues = (0..FAMILIES).map(|i| TokenApiClient::issue(&client_a, issue(format!("u-{i:04}")).into()));
+    let first: Vec<IssuedToken> =
+        futures::stream::iter(issues).buffer_unordered(16).map(|r| r.unwrap()).collect().await;
+
+    // B: issue to a new user, then rotate one of the first families, over and over.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let churn = {
+        let (client, stop, issued) = (b.connect().await, stop.clone(), issued.clone());
+        let mut first: Vec<String> = first.iter().map(|t| t.token.clone()).collect();
+        tokio::spawn(async move {
+            let (mut handed_out, mut refused) = (Vec::new(), 0);
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                match TokenApiClient::issue(&client, issue(format!("a-{i:05}")).into()).await {
+                    Ok(token) => {
+                        assert_eq!(refused, 0, "an issue succeeded after one was refused: the client thawed");
+                        handed_out.push(token.token);
+                        issued.fetch_add(1, std::sync::atomic::Ordering::Release);
+                    }
+                    Err(e) => {
+                        assert_eq!(error_of::<()>(Err(e)).0, 1004, "an issue failed otherwise");
+                        refused += 1;
+                    }
+                }
+                if let Some(token) = first.pop()
+                    && let Ok(next) = rotate(&client, token).await
+                {
+                    handed_out.push(next.token);
+                }
+            }
+            (handed_out, refused)
+        })
+    };
+
+    // Some of B's families exist before the delete starts.
+    while issued.load(std::sync::atomic::Ordering::Acquire) < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let deleting = tokio::spawn(async move {
+        ClientApiClient::delete(&client_a, ClientDelete { client_id: "app".into(), idempotency_key: None }.into()).await
+    });
+    // Kill A once the delete's first page (250 families) has committed, so that the second
+    // delete has pages of its own to walk while B goes on.
+    let started = std::time::Instant::now();
+    loop {
+        let stats = ServerApiClient::stats(&client_b).await.unwrap();
+        if stats.tokens < FAMILIES as u64 * 9 / 10 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the delete made no progress: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert!(deleting.await.unwrap().is_err(), "the delete answered before it was killed: this proves nothing");
+    let cut_off = ServerApiClient::stats(&client_b).await.unwrap();
+    let left = cut_off.tokens;
+    // A frozen client is hidden from every method but still counted until its last page.
+    assert_eq!(cut_off.clients, 1, "the delete finished before it was killed: this proves nothing");
+
+    // Finished through B while B's own churn goes on, then the churn stops.
+    let finished =
+        ClientApiClient::delete(&client_b, ClientDelete { client_id: "app".into(), idempotency_key: None }.into())
+            .await;
+    assert!(finished.unwrap().deleted, "the second delete found nothing to finish");
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (handed_out, refused) = churn.await.unwrap();
+    eprintln!(
+        "killed with {left} tokens left; B handed out {} tokens ({} issued), {refused} issues refused",
+        handed_out.len(),
+        issued.load(std::sync::atomic::Ordering::Acquire)
+    );
+    assert!(refused > 0, "no issue was refused while the client was being deleted: this proves nothing");
+
+    let mut live = Vec::new();
+    for token in &handed_out {
+        if let Ok(info) = TokenApiClient::get(&client_b, TokenRef { token: token.clone() }.into()).await {
+            live.push(info);
+        }
+    }
+    assert!(
+        live.is_empty(),
+        "{} of {} tokens B handed out outlived the delete: {live:?}",
+        live.len(),
+        handed_out.len()
+    );
+    let stats = ServerApiClient::stats(&client_b).await.unwrap();
+    assert_eq!((stats.clients, stats.tokens), (0, 0), "{stats:?}");
+}

@@ -201,6 +201,11 @@ async fn sigterm_closes_subscriptions_with_a_reason_and_exits_cleanly() {
     assert!(closing["params"]["error"]["cursor"].is_string());
     assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), Some(0), "exit 0");
     eprintln!("shutdown took {:?}", stopping.elapsed());
+    // The engine was closed: its write buffer written out, its log emptied, nothing for the
+    // next start to replay.
+    let logged: u64 =
+        std::fs::read_dir(data.join("wal")).unwrap().map(|entry| entry.unwrap().metadata().unwrap().len()).sum();
+    assert_eq!(logged, 0, "a clean stop left {logged} bytes of log to replay");
 
     // Everything written before is there after a restart.
     let mut child = start(port, &data, &[]);
