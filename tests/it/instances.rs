@@ -539,3 +539,57 @@ async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_t
     let stats = ServerApiClient::stats(&client_b).await.unwrap();
     assert_eq!((stats.clients, stats.tokens), (0, 0), "{stats:?}");
 }
+
+// Two `client.delete`s of one client through two instances at once, then the client registered
+// again and issuing through the second while the first delete's pages still run: the first
+// delete's remaining pages must leave the new registration and its tokens alone, and exactly
+// one of the two deletes answers that it deleted the client. (The two deletes' pages leapfrog;
+// when the first happens to end before the second, only the answers and counts are tested:
+// the line printed says which happened. Taking every page, whatever the incarnation, fails it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_client_deletes_across_instances_leave_a_registration_made_meanwhile_alone() {
+    use authstore::rpc::api::ServerApiClient;
+    use futures::StreamExt;
+    const FAMILIES: usize = 1000;
+    let database = format!("i{}", authstore::secret::generate_id().replace(['-', '_'], "x"));
+    let (a, b) = (Instance::start(&database), Instance::start(&database));
+    let (client_a, client_b) = (a.connect().await, b.connect().await);
+    client_a.register(crate::support::public_client("app").into()).await.unwrap();
+    let issue = |user: String| TokenIssue { client_id: "app".into(), user_id: user, ..Default::default() };
+    let issues = (0..FAMILIES).map(|i| TokenApiClient::issue(&client_a, issue(format!("u-{i:04}")).into()));
+    futures::stream::iter(issues).buffer_unordered(16).for_each(|r| async move { r.map(drop).unwrap() }).await;
+
+    let delete = || ClientDelete { client_id: "app".into(), idempotency_key: None };
+    let first = tokio::spawn(async move { ClientApiClient::delete(&client_a, delete().into()).await });
+    let started = std::time::Instant::now();
+    while ServerApiClient::stats(&client_b).await.unwrap().tokens >= FAMILIES as u64 * 9 / 10 {
+        assert!(started.elapsed() < Duration::from_secs(300), "the first delete made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = ClientApiClient::delete(&client_b, delete().into()).await.unwrap();
+    let overlapped = !first.is_finished();
+
+    // Registered again, and issuing to users the first delete's pages have not reached yet.
+    client_b.register(crate::support::public_client("app").into()).await.expect("registered again");
+    let mut fresh = Vec::new();
+    for i in (FAMILIES - 50)..FAMILIES {
+        fresh.push(TokenApiClient::issue(&client_b, issue(format!("u-{i:04}")).into()).await.unwrap());
+    }
+    let first = first.await.unwrap().unwrap();
+    eprintln!(
+        "first delete: {}, second: {}, first still running after the second: {overlapped}, {} issued after",
+        first.deleted,
+        second.deleted,
+        fresh.len()
+    );
+    assert!(first.deleted != second.deleted, "both or neither deleted the client: {first:?} {second:?}");
+
+    ClientApiClient::get(&client_b, ClientRef { client_id: "app".into() }.into()).await.expect("the new registration");
+    for token in &fresh {
+        TokenApiClient::get(&client_b, TokenRef { token: token.token.clone() }.into())
+            .await
+            .expect("a token of the new registration was revoked by the old delete");
+    }
+    let stats = ServerApiClient::stats(&client_b).await.unwrap();
+    assert_eq!((stats.clients, stats.tokens), (1, fresh.len() as u64), "{stats:?}");
+}
