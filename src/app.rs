@@ -154,8 +154,9 @@ impl Application {
     /// Serves until `shutdown` resolves. Then subscriptions are closed with reason `shutdown`
     /// (and the cursor to resume from), the listener stops accepting, in-flight calls finish,
     /// the background loops and then the store's group-commit workers stop, and the database
-    /// is closed (an embedded one writes its buffer out) and released. All of it within the shutdown timeout, whatever the database does: what is
-    /// still running at the deadline is dropped.
+    /// is closed (an embedded one writes its buffer out) and released. All of it within the
+    /// shutdown timeout, whatever the database does: what is still running at the deadline is
+    /// dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),

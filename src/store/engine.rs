@@ -174,14 +174,14 @@ impl Handle {
     }
 
     /// Shuts an embedded engine down: its write buffer written out to its files and its
-    /// write-ahead log closed, so that the next start has nothing to replay. Later queries
-    /// through any clone of this handle fail. The SDK would do it once its last handle is
-    /// dropped, on a task of its own that the runtime's shutdown then cancels.
+    /// write-ahead log closed, so that the next start has nothing to replay. Later writes
+    /// through any clone of this handle fail. (The SDK does it only once its last handle is
+    /// dropped, on a spawned task that the runtime's shutdown cancelled.)
     ///
     /// The shutdown runs on a task of its own, so that a caller that stops waiting (a
-    /// deadline) neither cancels it half-way nor waits on its blocking steps: SurrealDB's own
-    /// second shutdown, when the last handle drops, waits for this one to finish instead of
-    /// flushing the same write buffer beside it.
+    /// deadline) neither cuts it off half-way nor waits on its blocking steps; the SDK's own
+    /// shutdown, when the last handle drops, then waits for it to finish instead of flushing
+    /// the same write buffer beside it.
     pub(super) async fn close(&self) {
         let Handle::Embedded(_, datastore) = self else { return };
         let datastore = datastore.clone();
