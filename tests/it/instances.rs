@@ -431,6 +431,45 @@ async fn a_record_due_before_the_cleared_range_is_removed_by_the_next_sweep() {
     assert_eq!(error_of(get().await).0, 1001, "removed, not failing");
 }
 
+/// The families of `app` that the `client.delete` tests below start from, one per user
+/// `u-0000…`: four pages of a delete against a shared server.
+const FAMILIES: usize = 1000;
+
+/// Two instances on a new database, with `app` registered and [`FAMILIES`] families issued
+/// through the first.
+async fn two_instances_with_families() -> (Instance, Instance, WsClient, WsClient, Vec<IssuedToken>) {
+    use futures::StreamExt;
+    let database = format!("i{}", authstore::secret::generate_id().replace(['-', '_'], "x"));
+    let (a, b) = (Instance::start(&database), Instance::start(&database));
+    let (client_a, client_b) = (a.connect().await, b.connect().await);
+    client_a.register(crate::support::public_client("app").into()).await.unwrap();
+    let issues = (0..FAMILIES).map(|i| TokenApiClient::issue(&client_a, issue_to(format!("u-{i:04}")).into()));
+    let first = futures::stream::iter(issues).buffer_unordered(16).map(|r| r.unwrap()).collect().await;
+    (a, b, client_a, client_b, first)
+}
+
+fn issue_to(user_id: String) -> TokenIssue {
+    TokenIssue { client_id: "app".into(), user_id, ..Default::default() }
+}
+
+fn delete_app() -> ClientDelete {
+    ClientDelete { client_id: "app".into(), idempotency_key: None }
+}
+
+/// Returns once a delete's first page (250 families) has committed, as `client` sees it.
+async fn first_page_revoked(client: &WsClient) {
+    use authstore::rpc::api::ServerApiClient;
+    let started = std::time::Instant::now();
+    loop {
+        let stats = ServerApiClient::stats(client).await.unwrap();
+        if stats.tokens < FAMILIES as u64 * 9 / 10 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the delete made no progress: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 // `client.delete` through one instance while the other issues and rotates for that client all
 // along, the deleting instance SIGKILLed part-way and the delete finished through the other:
 // every token the other instance handed out, before or during the delete, must be dead after
@@ -439,17 +478,7 @@ async fn a_record_due_before_the_cleared_range_is_removed_by_the_next_sweep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_the_other_instance_issued() {
     use authstore::rpc::api::ServerApiClient;
-    use futures::StreamExt;
-    const FAMILIES: usize = 1000;
-    let database = format!("i{}", authstore::secret::generate_id().replace(['-', '_'], "x"));
-    let mut a = Instance::start(&database);
-    let b = Instance::start(&database);
-    let (client_a, client_b) = (a.connect().await, b.connect().await);
-    client_a.register(crate::support::public_client("app").into()).await.unwrap();
-    let issue = |user: String| TokenIssue { client_id: "app".into(), user_id: user, ..Default::default() };
-    let issues = (0..FAMILIES).map(|i| TokenApiClient::issue(&client_a, issue(format!("u-{i:04}")).into()));
-    let first: Vec<IssuedToken> =
-        futures::stream::iter(issues).buffer_unordered(16).map(|r| r.unwrap()).collect().await;
+    let (mut a, b, client_a, client_b, first) = two_instances_with_families().await;
 
     // B: issue to a new user, then rotate one of the first families, over and over.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -463,7 +492,7 @@ async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_t
                 if stop.load(std::sync::atomic::Ordering::Acquire) {
                     break;
                 }
-                match TokenApiClient::issue(&client, issue(format!("a-{i:05}")).into()).await {
+                match TokenApiClient::issue(&client, issue_to(format!("a-{i:05}")).into()).await {
                     Ok(token) => {
                         assert_eq!(refused, 0, "an issue succeeded after one was refused: the client thawed");
                         handed_out.push(token.token);
@@ -488,20 +517,10 @@ async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_t
     while issued.load(std::sync::atomic::Ordering::Acquire) < 20 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let deleting = tokio::spawn(async move {
-        ClientApiClient::delete(&client_a, ClientDelete { client_id: "app".into(), idempotency_key: None }.into()).await
-    });
-    // Kill A once the delete's first page (250 families) has committed, so that the second
-    // delete has pages of its own to walk while B goes on.
-    let started = std::time::Instant::now();
-    loop {
-        let stats = ServerApiClient::stats(&client_b).await.unwrap();
-        if stats.tokens < FAMILIES as u64 * 9 / 10 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "the delete made no progress: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let deleting = tokio::spawn(async move { ClientApiClient::delete(&client_a, delete_app().into()).await });
+    // Kill A after the delete's first page, so that the second delete has pages of its own to
+    // walk while B goes on.
+    first_page_revoked(&client_b).await;
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     assert!(deleting.await.unwrap().is_err(), "the delete answered before it was killed: this proves nothing");
@@ -511,9 +530,7 @@ async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_t
     assert_eq!(cut_off.clients, 1, "the delete finished before it was killed: this proves nothing");
 
     // Finished through B while B's own churn goes on, then the churn stops.
-    let finished =
-        ClientApiClient::delete(&client_b, ClientDelete { client_id: "app".into(), idempotency_key: None }.into())
-            .await;
+    let finished = ClientApiClient::delete(&client_b, delete_app().into()).await;
     assert!(finished.unwrap().deleted, "the second delete found nothing to finish");
     stop.store(true, std::sync::atomic::Ordering::Release);
     let (handed_out, refused) = churn.await.unwrap();
@@ -549,31 +566,17 @@ async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_client_deletes_across_instances_leave_a_registration_made_meanwhile_alone() {
     use authstore::rpc::api::ServerApiClient;
-    use futures::StreamExt;
-    const FAMILIES: usize = 1000;
-    let database = format!("i{}", authstore::secret::generate_id().replace(['-', '_'], "x"));
-    let (a, b) = (Instance::start(&database), Instance::start(&database));
-    let (client_a, client_b) = (a.connect().await, b.connect().await);
-    client_a.register(crate::support::public_client("app").into()).await.unwrap();
-    let issue = |user: String| TokenIssue { client_id: "app".into(), user_id: user, ..Default::default() };
-    let issues = (0..FAMILIES).map(|i| TokenApiClient::issue(&client_a, issue(format!("u-{i:04}")).into()));
-    futures::stream::iter(issues).buffer_unordered(16).for_each(|r| async move { r.map(drop).unwrap() }).await;
-
-    let delete = || ClientDelete { client_id: "app".into(), idempotency_key: None };
-    let first = tokio::spawn(async move { ClientApiClient::delete(&client_a, delete().into()).await });
-    let started = std::time::Instant::now();
-    while ServerApiClient::stats(&client_b).await.unwrap().tokens >= FAMILIES as u64 * 9 / 10 {
-        assert!(started.elapsed() < Duration::from_secs(300), "the first delete made no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let second = ClientApiClient::delete(&client_b, delete().into()).await.unwrap();
+    let (_a, _b, client_a, client_b, _) = two_instances_with_families().await;
+    let first = tokio::spawn(async move { ClientApiClient::delete(&client_a, delete_app().into()).await });
+    first_page_revoked(&client_b).await;
+    let second = ClientApiClient::delete(&client_b, delete_app().into()).await.unwrap();
     let overlapped = !first.is_finished();
 
     // Registered again, and issuing to users the first delete's pages have not reached yet.
     client_b.register(crate::support::public_client("app").into()).await.expect("registered again");
     let mut fresh = Vec::new();
     for i in (FAMILIES - 50)..FAMILIES {
-        fresh.push(TokenApiClient::issue(&client_b, issue(format!("u-{i:04}")).into()).await.unwrap());
+        fresh.push(TokenApiClient::issue(&client_b, issue_to(format!("u-{i:04}")).into()).await.unwrap());
     }
     let first = first.await.unwrap().unwrap();
     eprintln!(
