@@ -42,18 +42,23 @@ async fn opened(location: &Location) -> Store {
 }
 
 async fn sessions(store: &Store, count: usize, now: DateTime<Utc>) {
-    let puts = (0..count).map(|i| async move {
+    put_sessions(store, (0..count).map(|i| (format!("s-{i}"), Some("alice".to_string()), now)).collect()).await;
+}
+
+/// Puts a session of `app` with a one-hour TTL for each `(id, user, put at)`, many at once, so
+/// that group commit writes them in a few transactions.
+async fn put_sessions(store: &Store, puts: Vec<(String, Option<String>, DateTime<Utc>)>) {
+    let puts = puts.into_iter().map(|(id, user_id, at)| async move {
         let put = SessionPut {
-            id: Some(format!("s-{i}")),
+            id: Some(id),
             client_id: "app".into(),
             redirect_uri: REDIRECT.into(),
-            user_id: Some("alice".into()),
+            user_id,
             ttl_secs: Some(3600),
             ..Default::default()
         };
-        store.session_put(session::put(put, &Policy::default(), now).unwrap(), None, now).await.unwrap();
+        store.session_put(session::put(put, &Policy::default(), at).unwrap(), None, at).await.unwrap();
     });
-    // Many at once, so that group commit writes them in a few transactions.
     futures::stream::iter(puts).buffer_unordered(64).collect::<Vec<()>>().await;
 }
 
@@ -182,21 +187,8 @@ fn a_purge_of_expired_sessions_walks_them_by_deadline_and_finds_each_once() {
         // Deadlines 10 ms apart over the last three seconds, put in any order, so that pages
         // end inside a second, where a datetime index's text order (`…05.1Z` after `…05.12Z`)
         // differs from time order.
-        let puts = (0..ROWS).map(|i| {
-            let store = &store;
-            async move {
-                let at = now - chrono::Duration::milliseconds(1_000 * 3_600 + (i as i64 * 7_919) % 3_000 / 10 * 10);
-                let put = SessionPut {
-                    id: Some(format!("old-{i}")),
-                    client_id: "app".into(),
-                    redirect_uri: REDIRECT.into(),
-                    ttl_secs: Some(3600),
-                    ..Default::default()
-                };
-                store.session_put(session::put(put, &Policy::default(), at).unwrap(), None, at).await.unwrap();
-            }
-        });
-        futures::stream::iter(puts).buffer_unordered(64).collect::<Vec<()>>().await;
+        let at = |i: usize| now - chrono::Duration::milliseconds(1_000 * 3_600 + (i as i64 * 7_919) % 3_000 / 10 * 10);
+        put_sessions(&store, (0..ROWS).map(|i| (format!("old-{i}"), None, at(i))).collect()).await;
         sessions(&store, 10, now).await; // live: not purged
         let everything_expired = SessionFilter::default();
         assert_eq!(store.session_purge(&everything_expired, None, SystemClock.now()).await.unwrap(), ROWS as u64);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use authstore::background::Timings;
 use authstore::clock::Clock;
-use authstore::rpc::api::{ClientApiClient, CodeApiClient, SessionApiClient, TokenApiClient};
+use authstore::rpc::api::{ClientApiClient, CodeApiClient, ServerApiClient, SessionApiClient, TokenApiClient};
 use authstore::types::*;
 use jsonrpsee::core::client::Subscription;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
@@ -268,7 +268,7 @@ async fn instances_whose_clocks_differ_prune_only_a_prefix_of_the_log() {
     fast.advance(61);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let stats = authstore::rpc::api::ServerApiClient::stats(&slow.client).await.unwrap();
+        let stats = ServerApiClient::stats(&slow.client).await.unwrap();
         if stats.events_retained == 0 {
             break;
         }
@@ -458,7 +458,6 @@ fn delete_app() -> ClientDelete {
 
 /// Returns once a delete's first page (250 families) has committed, as `client` sees it.
 async fn first_page_revoked(client: &WsClient) {
-    use authstore::rpc::api::ServerApiClient;
     let started = std::time::Instant::now();
     loop {
         let stats = ServerApiClient::stats(client).await.unwrap();
@@ -477,7 +476,6 @@ async fn first_page_revoked(client: &WsClient) {
 // only the final counts). Users `a-…` sort before every family the delete's pages walk past.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_the_other_instance_issued() {
-    use authstore::rpc::api::ServerApiClient;
     let (mut a, b, client_a, client_b, first) = two_instances_with_families().await;
 
     // B: issue to a new user, then rotate one of the first families, over and over.
@@ -565,7 +563,6 @@ async fn a_client_delete_killed_part_way_and_finished_elsewhere_leaves_nothing_t
 // the line printed says which happened. Taking every page, whatever the incarnation, fails it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_client_deletes_across_instances_leave_a_registration_made_meanwhile_alone() {
-    use authstore::rpc::api::ServerApiClient;
     let (_a, _b, client_a, client_b, _) = two_instances_with_families().await;
     let first = tokio::spawn(async move { ClientApiClient::delete(&client_a, delete_app().into()).await });
     first_page_revoked(&client_b).await;
