@@ -178,7 +178,6 @@ impl Application {
         self.background.stop_by(deadline).await;
         self.store.stop_workers_by(deadline).await;
         self.store.close_by(deadline).await;
-        drop(self.store);
         tracing::info!("stopped");
         Ok(())
     }

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use surrealdb::engine::any::{self, Any};
 use surrealdb::engine::local::Db;
 use surrealdb::opt::auth::Root;
@@ -23,6 +25,9 @@ use super::StoreError;
 use super::connection::{Location, StoreConfig};
 
 const MIB: u64 = 1 << 20;
+
+/// How often [`Handle::close`] looks whether SurrealDB's own shutdown has finished.
+const CLOSE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The smallest and largest block cache the default picks (see [`Memory::default_for`]). A
 /// cache smaller than the records read costs speed, not correctness (docs/benchmarks.md,
@@ -173,22 +178,38 @@ impl Handle {
         }
     }
 
-    /// Shuts an embedded engine down: its write buffer written out to its files and its
-    /// write-ahead log closed, so that the next start has nothing to replay. Later writes
-    /// through any clone of this handle fail. (The SDK does it only once its last handle is
-    /// dropped, on a spawned task that the runtime's shutdown cancelled.)
+    /// Shuts an embedded engine down, waiting for it until `deadline`: its write buffer is
+    /// written out to its files and its write-ahead log closed, so that the next start has
+    /// nothing to replay.
     ///
-    /// The shutdown runs on a task of its own, so that a caller that stops waiting (a
-    /// deadline) neither cuts it off half-way nor waits on its blocking steps; the SDK's own
-    /// shutdown, when the last handle drops, then waits for it to finish instead of flushing
-    /// the same write buffer beside it.
-    pub(super) async fn close(&self) {
-        let Handle::Embedded(_, datastore) = self else { return };
-        let datastore = datastore.clone();
-        match tokio::spawn(async move { datastore.shutdown().await }).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "closing the embedded database"),
-            Err(e) => tracing::error!(error = %e, "closing the embedded database"),
+    /// SurrealDB shuts the engine down itself once the last SDK handle is dropped, on a task
+    /// that holds the datastore until the shutdown has finished. So the handle is dropped here
+    /// and the close is awaited by waiting to hold the last reference to the datastore: the
+    /// shutdown runs once, SurrealDB's own. A second pass would find the engine closed and log
+    /// an error for the node record it could no longer archive.
+    ///
+    /// A handle that outlives the stop (a call whose caller hung up) holds that off. After
+    /// half the time left, the engine is shut down under it, on a task of its own, so that
+    /// the deadline neither cuts the shutdown off half-way nor waits on its blocking steps;
+    /// later writes through that handle fail, and SurrealDB's own pass, when it drops, waits
+    /// for this one instead of flushing the same write buffer beside it.
+    pub(super) async fn close(self, deadline: Instant) {
+        let Handle::Embedded(db, datastore) = self else { return };
+        drop(db);
+        let give_up = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+        while Arc::strong_count(&datastore) > 1 {
+            if Instant::now() >= give_up {
+                tracing::info!("a database handle outlived the stop; closing the database under it");
+                let closing = tokio::spawn(async move { datastore.shutdown().await });
+                match tokio::time::timeout_at(deadline, closing).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => tracing::error!(error = format!("{e:#}"), "closing the embedded database"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "closing the embedded database"),
+                    Err(_) => tracing::warn!("the database did not close by the shutdown deadline"),
+                }
+                return;
+            }
+            tokio::time::sleep(CLOSE_POLL).await;
         }
     }
 }

@@ -111,10 +111,11 @@ impl Store {
     /// writes its write buffer out and closes its log, so the next start replays nothing. Cut
     /// off by the deadline (and then by the process's exit), it leaves what a crash leaves.
     /// For shutdown, after [`Store::stop_workers_by`]: later writes through any handle fail.
-    pub async fn close_by(&self, deadline: tokio::time::Instant) {
-        if tokio::time::timeout_at(deadline, self.db.close()).await.is_err() {
-            tracing::warn!("the database did not close by the shutdown deadline");
-        }
+    pub async fn close_by(self, deadline: tokio::time::Instant) {
+        // The data directory stays locked until the engine has closed.
+        let Store { db, _data_dir, .. } = self;
+        db.close(deadline).await;
+        drop(_data_dir);
     }
 
     /// Resolves after the next transaction that wrote events commits.

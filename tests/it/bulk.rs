@@ -2,7 +2,7 @@
 //! far smaller than the change: each must commit in pages, count exactly, write every event,
 //! and leave a store that opens again. Unpaged, each of these changes failed at commit.
 
-use authstore::clock::{Clock, SystemClock};
+use authstore::clock::{Clock, SystemClock, stored_precision};
 use authstore::domain::idempotency;
 use authstore::domain::ids::{ClientId, UserId};
 use authstore::domain::{Policy, session, token};
@@ -185,9 +185,12 @@ fn a_purge_of_expired_sessions_walks_them_by_deadline_and_finds_each_once() {
         let (_dir, store) = fresh().await;
         let now = SystemClock.now();
         // Deadlines 10 ms apart over the last three seconds, put in any order, so that pages
-        // end inside a second, where a datetime index's text order (`…05.1Z` after `…05.12Z`)
-        // differs from time order.
-        let at = |i: usize| now - chrono::Duration::milliseconds(1_000 * 3_600 + (i as i64 * 7_919) % 3_000 / 10 * 10);
+        // end inside a second. Each is a clock reading plus the TTL, as every deadline
+        // authstore writes is (`clock::stored_precision`): a deadline on a whole second sorts
+        // after the rest of its second in the index, and a purge in that second misses it.
+        let at = |i: usize| {
+            stored_precision(now - chrono::Duration::milliseconds(1_000 * 3_600 + (i as i64 * 7_919) % 3_000 / 10 * 10))
+        };
         put_sessions(&store, (0..ROWS).map(|i| (format!("old-{i}"), None, at(i))).collect()).await;
         sessions(&store, 10, now).await; // live: not purged
         let everything_expired = SessionFilter::default();

@@ -502,6 +502,11 @@ impl CommitPipeline {
 	pub(crate) fn shutdown(&self) {
 		self.shutdown.store(true, Ordering::Release);
 	}
+
+	/// Whether [`CommitPipeline::shutdown`] has run (authstore's patch, see `lsm.rs`, `Drop for Tree`).
+	pub(crate) fn is_shut_down(&self) -> bool {
+		self.shutdown.load(Ordering::Acquire)
+	}
 }
 
 impl Drop for CommitPipeline {

@@ -1459,6 +1459,8 @@ impl Core {
 #[derive(Clone)]
 pub struct Tree {
 	pub(crate) core: Arc<Core>,
+	/// One per clone of this tree (authstore's patch, see `Drop for Tree`).
+	clones: Arc<()>,
 }
 
 impl Tree {
@@ -1481,6 +1483,7 @@ impl Tree {
 
 		Ok(Self {
 			core: Arc::new(core),
+			clones: Arc::new(()),
 		})
 	}
 
@@ -1712,6 +1715,14 @@ impl Tree {
 
 impl Drop for Tree {
 	fn drop(&mut self) {
+		// authstore's patch: only the last clone closes the tree, and only if its close has
+		// not begun. Every clone's drop landed here: SurrealDB's commit coordinator and WAL
+		// flusher threads drop theirs as the datastore shuts down, before it closes the tree,
+		// off any runtime, which warned on every clean stop; the datastore's own clone, dropped
+		// on a runtime after the close, spawned a second close of a closed tree.
+		if Arc::strong_count(&self.clones) > 1 || self.core.commit_pipeline.is_shut_down() {
+			return;
+		}
 		#[cfg(not(target_arch = "wasm32"))]
 		{
 			// Native environment - use tokio
