@@ -593,3 +593,56 @@ async fn racing_client_deletes_across_instances_leave_a_registration_made_meanwh
     let stats = ServerApiClient::stats(&client_b).await.unwrap();
     assert_eq!((stats.clients, stats.tokens), (1, fresh.len() as u64), "{stats:?}");
 }
+
+/// Every token event retained after `since`, read by replay until a quiet second.
+async fn replayed_token_events(client: &WsClient, since: &str) -> Vec<TokenEvent> {
+    let params = Subscribe { since: Some(since.into()), ..Default::default() };
+    let mut sub = TokenApiClient::subscribe_events(client, params.into()).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+        events.push(event.expect("event decodes"));
+    }
+    events
+}
+
+// One keyed `token.revoke` of a whole client sent to both instances at once (a portal whose
+// call to A timed out retries it on B while A's pages still run), and A SIGKILLed just after:
+// the two calls' pages add into one key record, and B must answer for every family, each
+// counted once, a later retry must recall that answer, and the log must hold exactly one
+// revocation per family (checked against the recorded events, not only the final counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_keyed_revoke_sent_to_two_instances_at_once_and_killed_on_one_counts_each_family_once() {
+    let (mut a, b, client_a, client_b, first) = two_instances_with_families().await;
+    let revoke = || TokenRevoke {
+        client_id: Some("app".into()),
+        idempotency_key: Some("revoke-app-1".into()),
+        ..Default::default()
+    };
+    let on_a = tokio::spawn(async move { TokenApiClient::revoke(&client_a, revoke().into()).await });
+    first_page_revoked(&client_b).await;
+    let on_b = {
+        let client = b.connect().await;
+        tokio::spawn(async move { TokenApiClient::revoke(&client, revoke().into()).await })
+    };
+    // Both run for a moment; then A dies between (or inside) its pages.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert!(on_a.await.unwrap().is_err(), "A answered before it was killed: this proves nothing");
+
+    let answered = on_b.await.unwrap().expect("the call on B");
+    assert_eq!(answered.revoked, FAMILIES as u64, "B's answer must count every family the two calls revoked, once");
+    let recalled = TokenApiClient::revoke(&client_b, revoke().into()).await.expect("a retry on B");
+    assert_eq!(recalled, answered, "a retry recalls the recorded answer");
+
+    for token in &first {
+        let got = TokenApiClient::get(&client_b, TokenRef { token: token.token.clone() }.into()).await;
+        assert!(got.is_err(), "a family outlived the revoke: {got:?}");
+    }
+    assert_eq!(ServerApiClient::stats(&client_b).await.unwrap().tokens, 0);
+    let revoked: Vec<TokenEvent> =
+        replayed_token_events(&client_b, "0").await.into_iter().filter(|e| e.kind == "revoked").collect();
+    let grants: std::collections::BTreeSet<&str> = revoked.iter().map(|e| e.grant_id.as_str()).collect();
+    eprintln!("{} revoked events, {} families", revoked.len(), grants.len());
+    assert_eq!((revoked.len(), grants.len()), (FAMILIES, FAMILIES), "one revocation event per family");
+}
