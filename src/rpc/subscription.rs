@@ -183,6 +183,13 @@ pub(super) async fn serve(
         // one right after the cursor; anything else means what lay between was pruned while
         // this subscriber was reading, and it is closed rather than silently skipped ahead.
         loop {
+            // A long catch-up stops with the server and with its caller, as the live feed does.
+            if sink.is_closed() {
+                return Ok(());
+            }
+            if *closing.borrow() {
+                return Err(closed("shutdown", cursor, &"the server is shutting down"));
+            }
             let page =
                 cx.store.events_page(cursor, REPLAY_BATCH).await.map_err(|e| closed("unavailable", cursor, &e))?;
             let full = page.events.len() == REPLAY_BATCH;

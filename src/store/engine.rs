@@ -26,7 +26,8 @@ use super::connection::{Location, StoreConfig};
 
 const MIB: u64 = 1 << 20;
 
-/// How often [`Handle::close`] looks whether SurrealDB's own shutdown has finished.
+/// How often [`Handle::close`] looks whether it holds the last handle, and then whether
+/// SurrealDB's own shutdown has finished.
 const CLOSE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The smallest and largest block cache the default picks (see [`Memory::default_for`]). A
@@ -133,8 +134,9 @@ fn cgroup_limit(proc_self_cgroup: &str, read: impl Fn(&str) -> Option<String>) -
 /// A connection to the database: the embedded engine authstore built, or the SDK's own.
 #[derive(Clone)]
 pub(super) enum Handle {
-    /// The SDK's handle, and the engine under it, which [`Handle::close`] shuts down.
-    Embedded(Surreal<Db>, Arc<Datastore>),
+    /// The SDK's handle, the engine under it, and a token every clone of this handle holds, so
+    /// that [`Handle::close`] can tell whether it holds the last.
+    Embedded(Surreal<Db>, Arc<Datastore>, Arc<()>),
     Other(Surreal<Any>),
 }
 
@@ -144,7 +146,7 @@ impl Handle {
         let handle = match &config.location {
             Location::SurrealKv(path) => {
                 let (db, datastore) = open_surrealkv(path, config.memory).await?;
-                Handle::Embedded(db, datastore)
+                Handle::Embedded(db, datastore, Arc::new(()))
             }
             other => Handle::Other(any::connect(other.endpoint()).await?),
         };
@@ -156,7 +158,7 @@ impl Handle {
         for attempt in 0.. {
             let (ns, database) = (config.namespace.clone(), config.database.clone());
             let selected = match &handle {
-                Handle::Embedded(db, _) => db.use_ns(ns).use_db(database).await,
+                Handle::Embedded(db, ..) => db.use_ns(ns).use_db(database).await,
                 Handle::Other(db) => db.use_ns(ns).use_db(database).await,
             };
             match selected {
@@ -173,7 +175,7 @@ impl Handle {
     /// Runs `sql` with `vars` bound.
     pub(super) async fn query(&self, sql: &str, vars: Object) -> surrealdb::Result<IndexedResults> {
         match self {
-            Handle::Embedded(db, _) => db.query(sql).bind(vars).await,
+            Handle::Embedded(db, ..) => db.query(sql).bind(vars).await,
             Handle::Other(db) => db.query(sql).bind(vars).await,
         }
     }
@@ -183,21 +185,21 @@ impl Handle {
     /// nothing to replay.
     ///
     /// SurrealDB shuts the engine down itself once the last SDK handle is dropped, on a task
-    /// that holds the datastore until the shutdown has finished. So the handle is dropped here
-    /// and the close is awaited by waiting to hold the last reference to the datastore: the
-    /// shutdown runs once, SurrealDB's own. A second pass would find the engine closed and log
-    /// an error for the node record it could no longer archive.
+    /// that holds the datastore until the shutdown has finished. So once this is the last
+    /// clone of the handle, its SDK handle is dropped and the close is awaited by waiting to
+    /// hold the last reference to the datastore: the shutdown runs once, SurrealDB's own. A
+    /// second pass would find the engine closed and log an error for the node record it could
+    /// no longer archive.
     ///
-    /// A handle that outlives the stop (a call whose caller hung up) holds that off. After
-    /// half the time left, the engine is shut down under it, on a task of its own, so that
-    /// the deadline neither cuts the shutdown off half-way nor waits on its blocking steps;
-    /// later writes through that handle fail, and SurrealDB's own pass, when it drops, waits
-    /// for this one instead of flushing the same write buffer beside it.
+    /// A clone that outlives the stop (a call whose caller hung up) holds that off. After half
+    /// the time left, the engine is shut down under it, on a task of its own, so that the
+    /// deadline neither cuts the shutdown off half-way nor waits on its blocking steps; later
+    /// writes through that clone fail, and SurrealDB's own pass, when it drops, waits for this
+    /// one instead of flushing the same write buffer beside it.
     pub(super) async fn close(self, deadline: Instant) {
-        let Handle::Embedded(db, datastore) = self else { return };
-        drop(db);
+        let Handle::Embedded(db, datastore, handles) = self else { return };
         let give_up = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
-        while Arc::strong_count(&datastore) > 1 {
+        while Arc::strong_count(&handles) > 1 {
             if Instant::now() >= give_up {
                 tracing::info!("a database handle outlived the stop; closing the database under it");
                 let closing = tokio::spawn(async move { datastore.shutdown().await });
@@ -207,6 +209,14 @@ impl Handle {
                     Ok(Err(e)) => tracing::error!(error = %e, "closing the embedded database"),
                     Err(_) => tracing::warn!("the database did not close by the shutdown deadline"),
                 }
+                return;
+            }
+            tokio::time::sleep(CLOSE_POLL).await;
+        }
+        drop(db);
+        while Arc::strong_count(&datastore) > 1 {
+            if Instant::now() >= deadline {
+                tracing::warn!("the database did not close by the shutdown deadline");
                 return;
             }
             tokio::time::sleep(CLOSE_POLL).await;

@@ -335,3 +335,61 @@ fn run(test: impl std::future::Future<Output = ()> + Send + 'static) {
     let runtime = runtime.unwrap();
     std::thread::Builder::new().stack_size(32 << 20).spawn(move || runtime.block_on(test)).unwrap().join().unwrap();
 }
+
+/// A copy of `from` (a directory tree) at `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// SurrealKV logs a commit to its write-ahead log, then applies it to the write buffer; a
+/// commit that does not fit rotates the buffer (and the log to a new segment) and goes into
+/// the new buffer. Once the old buffer is flushed, its log segment is deleted: a commit caught
+/// in a rotation must be logged where the next start replays it, or it lives only in memory
+/// until the next flush. Every session acknowledged across a dozen rotations must be in a
+/// crash image of the store: its files as the process left them (what SIGKILL leaves), copied
+/// while it runs, quiet.
+#[test]
+fn sessions_acknowledged_across_write_buffer_rotations_are_in_a_crash_image() {
+    run(async {
+        let (dir, store) = fresh().await;
+        let now = SystemClock.now();
+        const PUT: usize = 4_000;
+        put_sessions(&store, (0..PUT).map(|i| (format!("r-{i:05}"), None, now)).collect()).await;
+        // The background flushes of the rotated buffers finish and delete their log segments:
+        // then one segment is left, the one the next start would replay.
+        let wal = dir.path().join("db").join("wal");
+        let segments = || {
+            std::fs::read_dir(&wal)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "wal"))
+                .count()
+        };
+        let started = std::time::Instant::now();
+        while segments() > 1 {
+            assert!(started.elapsed() < TIMEOUT, "the rotated write buffers were not flushed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let image = dir.path().join("image");
+        copy_tree(&dir.path().join("db"), &image);
+        let reopened =
+            Store::open_bounded(&config(&Location::SurrealKv(image.display().to_string())), TIMEOUT).await.unwrap();
+        let mut missing = Vec::new();
+        for i in 0..PUT {
+            let id = format!("r-{i:05}");
+            if reopened.session_get(&session::get(id.clone(), now).unwrap()).await.is_err() {
+                missing.push(id);
+            }
+        }
+        assert!(missing.is_empty(), "{} acknowledged sessions lost in the crash image: {missing:?}", missing.len());
+        drop(store);
+    });
+}

@@ -27,6 +27,9 @@ pub(crate) struct Batch {
 	// the pipeline overwrites it before the batch is written to WAL.
 	pub(crate) starting_seq_num: u64,
 	pub(crate) size: u64, // Total size of all records (not serialized)
+	// authstore's patch: the WAL segment this batch was appended to, set by
+	// `LsmCommitEnv::write` (not serialized). See `LsmCommitEnv::apply`.
+	pub(crate) wal_segment: u64,
 }
 
 impl Default for Batch {
@@ -43,6 +46,7 @@ impl Batch {
 			version: BATCH_VERSION,
 			starting_seq_num,
 			size: 0,
+			wal_segment: 0,
 		}
 	}
 
@@ -299,6 +303,7 @@ impl Batch {
 			valueptrs,
 			starting_seq_num: seq_num,
 			size: 0, // Decoded batches don't track size
+			wal_segment: 0,
 		})
 	}
 }

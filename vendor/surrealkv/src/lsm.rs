@@ -915,6 +915,28 @@ impl LsmCommitEnv {
 	}
 }
 
+impl LsmCommitEnv {
+	/// authstore's patch (see `apply`): appends `batch` to the active WAL segment again, and
+	/// syncs it, if it was appended to an earlier segment than the one `active` (held under its
+	/// read lock, so the two agree) is tagged with.
+	fn relog_if_stranded(&self, batch: &Batch, active: &MemTable) -> Result<()> {
+		if active.get_wal_number() <= batch.wal_segment {
+			return Ok(());
+		}
+		let enc_bytes = batch.encode()?;
+		let mut wal_guard = self.core.wal.write();
+		wal_guard.append(&enc_bytes)?;
+		wal_guard.sync()?;
+		log::debug!(
+			"apply: batch seq_num={} logged to WAL #{:020} went into a memtable of WAL #{:020}; logged again",
+			batch.starting_seq_num,
+			batch.wal_segment,
+			wal_guard.get_active_log_number()
+		);
+		Ok(())
+	}
+}
+
 impl CommitEnv for LsmCommitEnv {
 	// Write batch to WAL with inline values (synchronous operation).
 	// VLog separation is deferred to memtable flush time.
@@ -940,6 +962,7 @@ impl CommitEnv for LsmCommitEnv {
 		let enc_bytes = processed_batch.encode()?;
 		let mut wal_guard = self.core.wal.write();
 		wal_guard.append(&enc_bytes)?;
+		processed_batch.wal_segment = wal_guard.get_active_log_number();
 		if sync {
 			wal_guard.sync()?;
 		}
@@ -959,10 +982,21 @@ impl CommitEnv for LsmCommitEnv {
 	/// specifically because `CommitPipeline::commit` (see commit.rs) runs
 	/// `apply()` outside its `write_mutex`, so concurrent calls to this
 	/// function on the same active memtable are routine.
+	///
+	/// authstore's patch: a batch is applied only to a memtable whose flush keeps the WAL
+	/// segment holding the batch's record. The batch was appended to the WAL under the commit
+	/// lock and is applied outside it, so a rotation in between (this batch's own ArenaFull
+	/// below, or another's) puts it into a memtable tagged with a later segment. Flushing the
+	/// memtable before it then deletes the segment the batch is in, and until its own memtable
+	/// is flushed the batch lived only in memory: an acknowledged commit lost to a crash. Such
+	/// a batch is appended (and synced) again to the active segment first, under the memtable
+	/// read lock, so no rotation comes between. A crash before the older segment is deleted
+	/// replays the batch twice, with the same sequence numbers: compaction drops the copy.
 	fn apply(&self, batch: &Batch) -> Result<()> {
 		// Try to add to current memtable
 		let result = {
 			let active_memtable = self.core.active_memtable.read()?;
+			self.relog_if_stranded(batch, &active_memtable)?;
 			active_memtable.add(batch)
 		};
 
@@ -981,6 +1015,7 @@ impl CommitEnv for LsmCommitEnv {
 
 				// Retry on new memtable - must succeed
 				let active_memtable = self.core.active_memtable.read()?;
+				self.relog_if_stranded(batch, &active_memtable)?;
 				active_memtable.add(batch)
 			}
 			Err(e) => Err(e),
@@ -1459,7 +1494,8 @@ impl Core {
 #[derive(Clone)]
 pub struct Tree {
 	pub(crate) core: Arc<Core>,
-	/// One per clone of this tree (authstore's patch, see `Drop for Tree`).
+	/// One per clone of this tree, so that a drop can tell whether others remain (authstore's
+	/// patch, see `Drop for Tree`).
 	clones: Arc<()>,
 }
 
@@ -1715,12 +1751,10 @@ impl Tree {
 
 impl Drop for Tree {
 	fn drop(&mut self) {
-		// authstore's patch: only the last clone closes the tree, and only if its close has
-		// not begun. Every clone's drop landed here: SurrealDB's commit coordinator and WAL
-		// flusher threads drop theirs as the datastore shuts down, before it closes the tree,
-		// off any runtime, which warned on every clean stop; the datastore's own clone, dropped
-		// on a runtime after the close, spawned a second close of a closed tree.
-		if Arc::strong_count(&self.clones) > 1 || self.core.commit_pipeline.is_shut_down() {
+		// authstore's patch: a tree whose close has begun has nothing left to close. The
+		// datastore's own clone, dropped on a runtime after SurrealDB closed the tree, spawned
+		// a second close of the closed tree.
+		if self.core.commit_pipeline.is_shut_down() {
 			return;
 		}
 		#[cfg(not(target_arch = "wasm32"))]
@@ -1734,7 +1768,11 @@ impl Drop for Tree {
 						log::error!("Error closing store: {}", err);
 					}
 				});
-			} else {
+			} else if Arc::strong_count(&self.clones) == 1 {
+				// authstore's patch: only the last clone warns; while others remain, so does
+				// whoever closes the tree. SurrealDB's commit coordinator and WAL flusher threads
+				// drop their clones off any runtime as the datastore shuts down, before it closes
+				// the tree: that warned on every clean stop.
 				log::warn!("No runtime available for closing the store correctly");
 			}
 		}
