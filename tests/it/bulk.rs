@@ -336,18 +336,73 @@ fn run(test: impl std::future::Future<Output = ()> + Send + 'static) {
     std::thread::Builder::new().stack_size(32 << 20).spawn(move || runtime.block_on(test)).unwrap().join().unwrap();
 }
 
-/// A copy of `from` (a directory tree) at `to`.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
+/// Every file under `dir` with its length, in order.
+fn listing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            files.extend(listing(&entry.path()));
+        } else if let Ok(meta) = entry.metadata() {
+            files.push((entry.path(), meta.len()));
         }
     }
+    files.sort();
+    files
+}
+
+/// A copy of `from` (a directory tree) at `to`; false if a file went away meanwhile.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> bool {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        let copied = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => copy_tree(&entry.path(), &target),
+            Ok(_) => std::fs::copy(entry.path(), target).is_ok(),
+            Err(_) => false,
+        };
+        if !copied {
+            return false;
+        }
+    }
+    true
+}
+
+/// What a crash leaves of the store in `db` (a SIGKILL: its files as written, nothing of its
+/// memory), at `image`: the files copied while the store, still open, is quiet (no file
+/// changed for half a second, before and during the copy), so that the copy is one moment.
+async fn crash_image(db: &std::path::Path, image: &std::path::Path) {
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed() < TIMEOUT, "the store did not go quiet");
+        let before = listing(db);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if listing(db) != before {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(image);
+        if copy_tree(db, image) && listing(db) == before {
+            return;
+        }
+    }
+}
+
+/// The store at `at` with a write buffer of `memtable_bytes`.
+async fn open_with_buffer(at: &std::path::Path, memtable_bytes: u64) -> Store {
+    let mut config = config(&Location::SurrealKv(at.display().to_string()));
+    config.memory.memtable_bytes = memtable_bytes;
+    Store::open_bounded(&config, TIMEOUT).await.unwrap()
+}
+
+/// The ids in `ids` that `store` has no session for.
+async fn missing(store: &Store, ids: impl Iterator<Item = String>, now: DateTime<Utc>) -> Vec<String> {
+    let mut missing = Vec::new();
+    for id in ids {
+        if store.session_get(&session::get(id.clone(), now).unwrap()).await.is_err() {
+            missing.push(id);
+        }
+    }
+    missing
 }
 
 /// SurrealKV logs a commit to its write-ahead log, then applies it to the write buffer; a
@@ -355,41 +410,60 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 /// the new buffer. Once the old buffer is flushed, its log segment is deleted: a commit caught
 /// in a rotation must be logged where the next start replays it, or it lives only in memory
 /// until the next flush. Every session acknowledged across a dozen rotations must be in a
-/// crash image of the store: its files as the process left them (what SIGKILL leaves), copied
-/// while it runs, quiet.
+/// crash image of the store.
 #[test]
 fn sessions_acknowledged_across_write_buffer_rotations_are_in_a_crash_image() {
     run(async {
         let (dir, store) = fresh().await;
         let now = SystemClock.now();
         const PUT: usize = 4_000;
-        put_sessions(&store, (0..PUT).map(|i| (format!("r-{i:05}"), None, now)).collect()).await;
+        let ids = || (0..PUT).map(|i| format!("r-{i:05}"));
+        put_sessions(&store, ids().map(|id| (id, None, now)).collect()).await;
         // The background flushes of the rotated buffers finish and delete their log segments:
         // then one segment is left, the one the next start would replay.
         let wal = dir.path().join("db").join("wal");
-        let segments = || {
-            std::fs::read_dir(&wal)
-                .unwrap()
-                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "wal"))
-                .count()
-        };
+        let segments = || listing(&wal).iter().filter(|(path, _)| path.extension().is_some_and(|x| x == "wal")).count();
         let started = std::time::Instant::now();
         while segments() > 1 {
             assert!(started.elapsed() < TIMEOUT, "the rotated write buffers were not flushed");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let image = dir.path().join("image");
-        copy_tree(&dir.path().join("db"), &image);
-        let reopened =
-            Store::open_bounded(&config(&Location::SurrealKv(image.display().to_string())), TIMEOUT).await.unwrap();
-        let mut missing = Vec::new();
-        for i in 0..PUT {
-            let id = format!("r-{i:05}");
-            if reopened.session_get(&session::get(id.clone(), now).unwrap()).await.is_err() {
-                missing.push(id);
-            }
-        }
-        assert!(missing.is_empty(), "{} acknowledged sessions lost in the crash image: {missing:?}", missing.len());
+        crash_image(&dir.path().join("db"), &image).await;
+        let lost = missing(&open_with_buffer(&image, WRITE_BUFFER).await, ids(), now).await;
+        assert!(lost.is_empty(), "{} acknowledged sessions lost in the crash image: {lost:?}", lost.len());
         drop(store);
+    });
+}
+
+/// A log segment too large for the write buffer it is replayed into (the buffer made smaller
+/// between two starts, or a commit logged just before the rotation it caused) is replayed in
+/// parts. Flushing the first parts must not mark the segment done while its rest is in memory
+/// and the log goes on in it: after a second crash, the rest and everything acknowledged since
+/// the first restart must still be there.
+#[test]
+fn a_log_segment_replayed_in_parts_is_replayed_again_after_a_second_crash() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemClock.now();
+        let (db, first, second) = (dir.path().join("db"), dir.path().join("first"), dir.path().join("second"));
+        // 1 000 sessions fit a 4 MiB buffer (one segment, no rotation) and not a 512 KiB one.
+        let store = open_with_buffer(&db, 4 << 20).await;
+        register_app(&store, now).await;
+        let before = || (0..1_000).map(|i| format!("b-{i:05}"));
+        put_sessions(&store, before().map(|id| (id, None, now)).collect()).await;
+        crash_image(&db, &first).await;
+        drop(store);
+
+        // Restarted with the smaller buffer: the segment is replayed in parts.
+        let restarted = open_with_buffer(&first, WRITE_BUFFER).await;
+        let after = || (0..20).map(|i| format!("a-{i:05}"));
+        put_sessions(&restarted, after().map(|id| (id, None, now)).collect()).await;
+        crash_image(&first, &second).await;
+
+        let reopened = open_with_buffer(&second, WRITE_BUFFER).await;
+        let lost = missing(&reopened, before().chain(after()), now).await;
+        assert!(lost.is_empty(), "{} acknowledged sessions lost after the second crash: {lost:?}", lost.len());
+        drop(restarted);
     });
 }

@@ -16,7 +16,8 @@ use crate::surreal;
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// The database: `surrealkv://PATH` (opened as the server opens it), `ws://HOST:PORT`.
+    /// The database: `surrealkv://PATH` (opened as SurrealDB opens it, under SurrealKV's own
+    /// `LOCK`: stop the server first), `ws://HOST:PORT`.
     #[arg(long)]
     pub db: String,
     /// The database name within namespace `authstore` (the server's default).

@@ -262,7 +262,8 @@ impl CoreInner {
 	/// # Arguments
 	/// * `memtable` - The memtable to flush
 	/// * `table_id` - Table ID for the new SST
-	/// * `wal_number` - WAL number to mark as flushed (log_number = wal_number + 1)
+	/// * `wal_number` - WAL number to mark as flushed (log_number = wal_number + 1); `None`
+	///   marks none (authstore's patch: a part of a segment whose rest is not flushed)
 	///
 	/// # Returns
 	/// The flushed SSTable
@@ -270,7 +271,7 @@ impl CoreInner {
 		&self,
 		memtable: Arc<MemTable>,
 		table_id: u64,
-		wal_number: u64,
+		wal_number: Option<u64>,
 	) -> Result<Arc<Table>> {
 		let collect_bptree = self.versioned_index.is_some();
 
@@ -316,12 +317,12 @@ impl CoreInner {
 		// Step 3: Prepare atomic changeset
 		let mut changeset = ManifestChangeSet::default();
 		changeset.new_tables.push((0, Arc::clone(&table)));
-		changeset.log_number = Some(wal_number + 1);
+		changeset.log_number = wal_number.map(|n| n + 1);
 
 		log::debug!(
-			"Changeset prepared: table_id={}, log_number={} (WAL #{:020} flushed)",
+			"Changeset prepared: table_id={}, log_number={:?} (WAL #{:?} flushed)",
 			table_id,
-			wal_number + 1,
+			changeset.log_number,
 			wal_number
 		);
 
@@ -334,9 +335,9 @@ impl CoreInner {
 		if let Err(e) = write_manifest_to_disk(&manifest) {
 			manifest.revert_changeset(rollback);
 			let error = Error::Other(format!(
-				"Failed to atomically update manifest: table_id={}, log_number={}: {}",
+				"Failed to atomically update manifest: table_id={}, log_number={:?}: {}",
 				table_id,
-				wal_number + 1,
+				changeset.log_number,
 				e
 			));
 			self.error_handler.set_error(error.clone(), BackgroundErrorReason::ManifestWrite);
@@ -352,9 +353,9 @@ impl CoreInner {
 		drop(memtable);
 
 		log::info!(
-			"Manifest updated atomically: table_id={}, log_number={}, last_sequence={}",
+			"Manifest updated atomically: table_id={}, log_number={:?}, last_sequence={}",
 			table_id,
-			wal_number + 1,
+			changeset.log_number,
 			manifest.get_last_sequence()
 		);
 
@@ -477,7 +478,7 @@ impl CoreInner {
 		let table = self.flush_immutable_to_sst(
 			Arc::clone(&entry.memtable),
 			entry.table_id,
-			entry.wal_number,
+			Some(entry.wal_number),
 		)?;
 
 		// Schedule async WAL cleanup
@@ -605,7 +606,7 @@ impl CoreInner {
 		let table = self.flush_immutable_to_sst(
 			Arc::clone(&flushed_memtable),
 			table_id,
-			wal_that_was_flushed,
+			Some(wal_that_was_flushed),
 		)?;
 
 		Ok(Some(table))
@@ -670,7 +671,7 @@ impl CoreInner {
 			self.flush_immutable_to_sst(
 				Arc::clone(&entry.memtable),
 				entry.table_id,
-				entry.wal_number,
+				Some(entry.wal_number),
 			)?;
 
 			flushed_count += 1;
@@ -1087,7 +1088,7 @@ impl Core {
 		mut flush_memtable: F,
 	) -> Result<(Option<u64>, Option<Arc<MemTable>>)>
 	where
-		F: FnMut(Arc<MemTable>, u64) -> Result<()>,
+		F: FnMut(Arc<MemTable>, Option<u64>) -> Result<()>,
 	{
 		// Replay WAL - returns memtables per segment
 		let (wal_seq_num_opt, memtables) = match replay_wal(wal_path, min_wal_number, arena_size) {
@@ -1163,9 +1164,17 @@ impl Core {
 		let memtable_count = memtables.len();
 		if memtable_count > 1 {
 			log::info!("Recovery: flushing {} intermediate memtables to SST", memtable_count - 1);
+			// authstore's patch: a segment too large for one memtable is replayed into several.
+			// A part of the last segment must not mark that segment flushed: the rest of it
+			// stays in memory as the active memtable, and the WAL goes on appending to it, so a
+			// crash after the restart would skip the segment and lose both. It is replayed
+			// again instead; the parts already flushed come back as copies with the same
+			// sequence numbers, which compaction drops.
+			let last_segment = memtables.last().map(|(_, wal_number)| *wal_number);
 			for (memtable, wal_number) in memtables.iter().take(memtable_count - 1) {
 				if !memtable.is_empty() {
-					flush_memtable(Arc::clone(memtable), *wal_number)?;
+					let frees = (Some(*wal_number) != last_segment).then_some(*wal_number);
+					flush_memtable(Arc::clone(memtable), frees)?;
 				}
 			}
 		}
@@ -1252,7 +1261,7 @@ impl Core {
 				let table_id = inner.level_manifest.read()?.next_table_id();
 				inner.flush_immutable_to_sst(Arc::clone(&memtable), table_id, wal_number)?;
 				log::info!(
-					"Recovery: flushed memtable to SST table_id={}, wal_number={}",
+					"Recovery: flushed memtable to SST table_id={}, wal_number={:?}",
 					table_id,
 					wal_number
 				);
@@ -1662,7 +1671,7 @@ impl Tree {
 					wal_number,
 				)?;
 				log::info!(
-					"Restore: flushed memtable to SST table_id={}, wal_number={}",
+					"Restore: flushed memtable to SST table_id={}, wal_number={:?}",
 					table_id,
 					wal_number
 				);
