@@ -203,7 +203,17 @@ async fn rotation_inside_the_grace_window_across_skewed_instances_leaves_one_act
 /// Every session event retained after `since`, read by replay until a quiet second.
 async fn replayed(client: &WsClient, since: &str) -> Vec<SessionEvent> {
     let params = Subscribe { since: Some(since.into()), ..Default::default() };
-    let mut sub = SessionApiClient::subscribe_events(client, params.into()).await.unwrap();
+    until_quiet(SessionApiClient::subscribe_events(client, params.into()).await.unwrap()).await
+}
+
+/// Every token event retained after `since`, read by replay until a quiet second.
+async fn replayed_token_events(client: &WsClient, since: &str) -> Vec<TokenEvent> {
+    let params = Subscribe { since: Some(since.into()), ..Default::default() };
+    until_quiet(TokenApiClient::subscribe_events(client, params.into()).await.unwrap()).await
+}
+
+/// What `sub` delivers until a quiet second.
+async fn until_quiet<T: serde::de::DeserializeOwned>(mut sub: Subscription<T>) -> Vec<T> {
     let mut events = Vec::new();
     while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
         events.push(event.expect("event decodes"));
@@ -592,17 +602,6 @@ async fn racing_client_deletes_across_instances_leave_a_registration_made_meanwh
     }
     let stats = ServerApiClient::stats(&client_b).await.unwrap();
     assert_eq!((stats.clients, stats.tokens), (1, fresh.len() as u64), "{stats:?}");
-}
-
-/// Every token event retained after `since`, read by replay until a quiet second.
-async fn replayed_token_events(client: &WsClient, since: &str) -> Vec<TokenEvent> {
-    let params = Subscribe { since: Some(since.into()), ..Default::default() };
-    let mut sub = TokenApiClient::subscribe_events(client, params.into()).await.unwrap();
-    let mut events = Vec::new();
-    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
-        events.push(event.expect("event decodes"));
-    }
-    events
 }
 
 // One keyed `token.revoke` of a whole client sent to both instances at once (a portal whose
