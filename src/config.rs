@@ -114,6 +114,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHSTORE_CACHE_BYTES")]
     pub cache_bytes: Option<u64>,
 
+    /// An embedded store's write buffer (SurrealKV's memtable), in bytes: between 16 MiB (a
+    /// transaction must fit in it, and 64 grouped writes with the largest `data` take 5 MiB)
+    /// and 4 GiB. Default: 64 MiB below 1 GiB of memory, 128 MiB below 4 GiB, 256 MiB above.
+    #[arg(long, env = "AUTHSTORE_WRITE_BUFFER_BYTES")]
+    pub write_buffer_bytes: Option<u64>,
+
     /// SurrealDB namespace.
     #[arg(long, env = "AUTHSTORE_DB_NAMESPACE", default_value = DEFAULT_DB_NAMESPACE)]
     pub db_namespace: String,
@@ -347,12 +353,13 @@ impl TryFrom<&ServeArgs> for Config {
         let inactivity = bounded("ws-inactivity-secs", args.ws_inactivity_secs, 1, DAY_SECS, "seconds")?;
         let write_stall_ms = bounded("write-stall-ms", args.write_stall_ms, 100, DAY_SECS * 1000, "milliseconds")?;
         let shutdown_timeout = bounded("shutdown-timeout-secs", args.shutdown_timeout_secs, 0, DAY_SECS, "seconds")?;
-        let memory = match args.cache_bytes {
-            None => Memory::default_for_this_machine(),
-            Some(bytes) => {
-                Memory::default_for_this_machine().with_cache(bounded("cache-bytes", bytes, 1 << 20, 1 << 40, "bytes")?)
-            }
-        };
+        let mut memory = Memory::default_for_this_machine();
+        if let Some(bytes) = args.cache_bytes {
+            memory = memory.with_cache(bounded("cache-bytes", bytes, 1 << 20, 1 << 40, "bytes")?);
+        }
+        if let Some(bytes) = args.write_buffer_bytes {
+            memory.memtable_bytes = bounded("write-buffer-bytes", bytes, 16 << 20, 4 << 30, "bytes")?;
+        }
         let db_timeout_ms = bounded("db-timeout-ms", args.db_timeout_ms, 1, DAY_SECS * 1000, "milliseconds")?;
         let defaults = Policy::DEFAULT;
         let lifetime = |flag: &str, default_secs: u64, max: Lifetime| {
@@ -458,11 +465,16 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_is_bounded_and_a_tilde_path_is_refused() {
+    fn the_cache_and_write_buffer_are_bounded_and_a_tilde_path_is_refused() {
         assert_eq!(config(&["--cache-bytes", "67108864"]).unwrap().store.memory.cache_bytes, 64 << 20);
         for value in ["0", "1048575", &u64::MAX.to_string()] {
             let error = config(&["--cache-bytes", value]).expect_err(value);
             assert!(error.contains("--cache-bytes"), "{value}: {error}");
+        }
+        assert_eq!(config(&["--write-buffer-bytes", "16777216"]).unwrap().store.memory.memtable_bytes, 16 << 20);
+        for value in ["0", "16777215", &(4u64 << 30 | 1).to_string()] {
+            let error = config(&["--write-buffer-bytes", value]).expect_err(value);
+            assert!(error.contains("--write-buffer-bytes"), "{value}: {error}");
         }
         let error = Location::parse("surrealkv://~/data").expect_err("a ~ path");
         assert!(error.contains("absolute path"), "{error}");

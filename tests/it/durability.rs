@@ -18,10 +18,15 @@ const WRITERS: usize = 4;
 const CYCLES: usize = 3;
 
 fn start(dir: &Path, port: u16) -> Child {
+    start_with(dir, port, &[])
+}
+
+fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_authstore"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--db")
         .arg(format!("surrealkv://{}", dir.display()))
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -355,4 +360,79 @@ async fn keyed_answers_survive_sigkill_and_no_secret_is_stored_in_plaintext() {
     for secret in &secrets {
         assert_eq!(holds(&files, secret), None, "a secret is stored in plaintext");
     }
+}
+
+/// The numbers of the write-ahead log segments in `data`.
+fn wal_segments(data: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(data.join("wal")) else { return Vec::new() };
+    let mut numbers: Vec<u64> =
+        entries.flatten().filter_map(|e| e.path().file_stem()?.to_str()?.parse().ok()).collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+// SurrealKV appends a commit to its write-ahead log, then applies it to its write buffer; the
+// commit that does not fit rotates buffer and log, and flushing the old buffer deletes the old
+// log segment. The real binary with a 16 MiB write buffer, four writers putting sessions with
+// 16 KiB of data until the log has rotated twice and the rotated buffers' segments are gone,
+// then SIGKILL while they go on: every session acknowledged before the kill must be there
+// after the restart, among them the commits that caused each rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_acknowledged_across_write_buffer_rotations_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("db");
+    let port = free_port();
+    let buffer = ["--write-buffer-bytes", "16777216"];
+    let mut child = start_with(&data, port, &buffer);
+    let admin = connect_when_ready(port).await;
+    admin.register(crate::support::public_client("app").into()).await.expect("client.register");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            let client = connect_when_ready(port).await;
+            for i in 0.. {
+                let id = format!("w{w}-{i:06}");
+                let put = SessionPut {
+                    id: Some(id.clone()),
+                    client_id: "app".into(),
+                    redirect_uri: REDIRECT.into(),
+                    data: Some(json!({ "pad": "x".repeat(16 << 10) })),
+                    ttl_secs: Some(86_400),
+                    ..Default::default()
+                };
+                let Ok(_) = client.put(put.into()).await else { return };
+                acked.lock().unwrap().push(id);
+            }
+        }));
+    }
+    let started = Instant::now();
+    loop {
+        let segments = wal_segments(&data);
+        if segments.len() == 1 && segments[0] >= 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "the log did not rotate twice: {segments:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+
+    let mut child = start_with(&data, port, &buffer);
+    let client = connect_when_ready(port).await;
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let mut lost = Vec::new();
+    for id in &acked {
+        if SessionApiClient::get(&client, SessionRef { id: id.clone() }.into()).await.is_err() {
+            lost.push(id.clone());
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    eprintln!("{} sessions acknowledged across the rotations, {} lost", acked.len(), lost.len());
+    assert!(lost.is_empty(), "acknowledged sessions lost: {lost:?}");
 }

@@ -1165,16 +1165,16 @@ impl Core {
 		if memtable_count > 1 {
 			log::info!("Recovery: flushing {} intermediate memtables to SST", memtable_count - 1);
 			// authstore's patch: a segment too large for one memtable is replayed into several.
-			// A part of the last segment must not mark that segment flushed: the rest of it
-			// stays in memory as the active memtable, and the WAL goes on appending to it, so a
-			// crash after the restart would skip the segment and lose both. It is replayed
-			// again instead; the parts already flushed come back as copies with the same
-			// sequence numbers, which compaction drops.
-			let last_segment = memtables.last().map(|(_, wal_number)| *wal_number);
-			for (memtable, wal_number) in memtables.iter().take(memtable_count - 1) {
+			// Only the flush of a segment's last part marks the segment flushed. Before, its
+			// first part did: a crash before the next part's flush skipped the rest, and when
+			// the segment was the last one, its rest stayed in memory as the active memtable
+			// while the WAL went on appending to it, so a crash after the restart lost both.
+			// A segment not marked is replayed again; the parts already flushed come back as
+			// copies with the same sequence numbers, which compaction drops.
+			for (i, (memtable, wal_number)) in memtables.iter().enumerate().take(memtable_count - 1) {
 				if !memtable.is_empty() {
-					let frees = (Some(*wal_number) != last_segment).then_some(*wal_number);
-					flush_memtable(Arc::clone(memtable), frees)?;
+					let last_part = memtables[i + 1].1 != *wal_number;
+					flush_memtable(Arc::clone(memtable), last_part.then_some(*wal_number))?;
 				}
 			}
 		}
