@@ -199,29 +199,40 @@ impl Handle {
     pub(super) async fn close(self, deadline: Instant) {
         let Handle::Embedded(db, datastore, handles) = self else { return };
         let give_up = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
-        while Arc::strong_count(&handles) > 1 {
-            if Instant::now() >= give_up {
-                tracing::info!("a database handle outlived the stop; closing the database under it");
-                let closing = tokio::spawn(async move { datastore.shutdown().await });
-                match tokio::time::timeout_at(deadline, closing).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(e))) => tracing::error!(error = format!("{e:#}"), "closing the embedded database"),
-                    Ok(Err(e)) => tracing::error!(error = %e, "closing the embedded database"),
-                    Err(_) => tracing::warn!("the database did not close by the shutdown deadline"),
+        let closed = if polled_until(give_up, || Arc::strong_count(&handles) == 1).await {
+            drop(db);
+            polled_until(deadline, || Arc::strong_count(&datastore) == 1).await
+        } else {
+            tracing::info!("a database handle outlived the stop; closing the database under it");
+            let closing = tokio::spawn(async move { datastore.shutdown().await });
+            match tokio::time::timeout_at(deadline, closing).await {
+                Ok(Ok(Ok(()))) => true,
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(error = format!("{e:#}"), "closing the embedded database");
+                    true
                 }
-                return;
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "closing the embedded database");
+                    true
+                }
+                Err(_) => false,
             }
-            tokio::time::sleep(CLOSE_POLL).await;
-        }
-        drop(db);
-        while Arc::strong_count(&datastore) > 1 {
-            if Instant::now() >= deadline {
-                tracing::warn!("the database did not close by the shutdown deadline");
-                return;
-            }
-            tokio::time::sleep(CLOSE_POLL).await;
+        };
+        if !closed {
+            tracing::warn!("the database did not close by the shutdown deadline");
         }
     }
+}
+
+/// Whether `done` holds by `deadline`, looking every [`CLOSE_POLL`].
+async fn polled_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(CLOSE_POLL).await;
+    }
+    true
 }
 
 /// Opens SurrealKV at `path` with authstore's settings, every commit fsynced, in the order

@@ -250,16 +250,21 @@ async fn writes_acknowledged_after_a_torn_wal_tail_survive_the_next_restart() {
         put_then_kill(port, &format!("r{round}-after-{what}"), &mut child, &mut acked).await;
         child = start(&data, port);
     }
-    let client = connect_when_ready(port).await;
-    let mut lost = Vec::new();
-    for id in &acked {
-        if SessionApiClient::get(&client, SessionRef { id: id.clone() }.into()).await.is_err() {
-            lost.push(id.clone());
-        }
-    }
+    let lost = lost_sessions(&connect_when_ready(port).await, &acked).await;
     child.kill().expect("stop");
     child.wait().expect("reap");
     assert!(lost.is_empty(), "{} of {} acknowledged sessions lost: {lost:?}", lost.len(), acked.len());
+}
+
+/// The sessions of `ids` that `client` does not find.
+async fn lost_sessions(client: &WsClient, ids: &[String]) -> Vec<String> {
+    let mut lost = Vec::new();
+    for id in ids {
+        if SessionApiClient::get(client, SessionRef { id: id.clone() }.into()).await.is_err() {
+            lost.push(id.clone());
+        }
+    }
+    lost
 }
 
 /// Every file under `dir`, read whole.
@@ -423,14 +428,8 @@ async fn sessions_acknowledged_across_write_buffer_rotations_survive_sigkill() {
     }
 
     let mut child = start_with(&data, port, &buffer);
-    let client = connect_when_ready(port).await;
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    let mut lost = Vec::new();
-    for id in &acked {
-        if SessionApiClient::get(&client, SessionRef { id: id.clone() }.into()).await.is_err() {
-            lost.push(id.clone());
-        }
-    }
+    let lost = lost_sessions(&connect_when_ready(port).await, &acked).await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     eprintln!("{} sessions acknowledged across the rotations, {} lost", acked.len(), lost.len());

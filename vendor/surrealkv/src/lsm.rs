@@ -914,9 +914,7 @@ impl LsmCommitEnv {
 			task_manager: Some(task_manager),
 		})
 	}
-}
 
-impl LsmCommitEnv {
 	/// authstore's patch (see `apply`): appends `batch` to the active WAL segment again, and
 	/// syncs it, if it was appended to an earlier segment than the one `active` (held under its
 	/// read lock, so the two agree) is tagged with.
